@@ -1,0 +1,1 @@
+"""Image sources, splits, pair sampling, transforms and the Lightning data module."""

@@ -1,0 +1,121 @@
+"""Balanced positive/negative image pairs, and samplers that hand them to a DataLoader.
+
+A pair is ``(index_a, index_b, same)``: two catalog indices and 1 if they show the same class.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from siamese.errors import UserError
+
+Pair = tuple[int, int, int]
+
+# Separate random streams, so that e.g. changing the number of val pairs leaves test pairs alone.
+STREAMS = {"train": 0, "val": 1, "test": 2}
+
+
+def default_pairs_per_class(labels: np.ndarray) -> int:
+    """The tutorial's rule: as many positives per class as the smallest class has images, minus one."""
+    sizes = np.bincount(labels)
+    sizes = sizes[sizes >= 2]
+    return int(sizes.min()) - 1 if len(sizes) else 0
+
+
+class PairSampler(Sampler[Pair]):
+    """Balanced pairs over ``indices`` (catalog indices whose classes are ``labels``).
+
+    Each class with at least two images gives ``pairs_per_class`` positive pairs (distinct
+    where the class has enough images) and as many negatives, pairing one of its images with
+    an image of another class chosen uniformly. The pairs depend only on ``seed``, ``stream``
+    and the epoch: ``resample=True`` draws new ones each epoch (training; Lightning calls
+    ``set_epoch``), ``resample=False`` keeps epoch 0's forever (validation and test).
+    """
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        labels: np.ndarray,
+        pairs_per_class: int | None = None,
+        seed: int = 0,
+        stream: str = "train",
+        resample: bool = True,
+    ) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.indices) != len(self.labels):
+            raise ValueError("indices and labels must have the same length")
+        classes, counts = np.unique(self.labels, return_counts=True)
+        if len(classes) < 2:
+            raise UserError(
+                f"the {stream} split has {len(classes)} class(es); pairs need at least 2 classes"
+            )
+        self.pair_classes = classes[counts >= 2]
+        if len(self.pair_classes) < len(classes):
+            warnings.warn(
+                f"{len(classes) - len(self.pair_classes)} class(es) of the {stream} split have a "
+                "single image and give no positive pairs",
+                stacklevel=2,
+            )
+        self.pairs_per_class = (
+            default_pairs_per_class(self.labels) if pairs_per_class is None else int(pairs_per_class)
+        )
+        if self.pairs_per_class < 1:
+            raise UserError(f"data.{stream}_pairs_per_class must be at least 1, got {pairs_per_class}")
+        self.seed = int(seed)
+        self.stream = stream
+        self.resample = resample
+        self.epoch = 0
+        self._members = {int(c): self.indices[self.labels == c] for c in classes}
+        self._cache: tuple[int, list[Pair]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return 2 * self.pairs_per_class * len(self.pair_classes)
+
+    def __iter__(self) -> Iterator[Pair]:
+        return iter(self.pairs())
+
+    def pairs(self) -> list[Pair]:
+        """The pairs of the current epoch (of epoch 0 when not resampling), in sampling order."""
+        epoch = self.epoch if self.resample else 0
+        if self._cache is None or self._cache[0] != epoch:
+            rng = np.random.default_rng([self.seed, STREAMS.get(self.stream, 3), epoch])
+            self._cache = (epoch, self._draw(rng))
+        return self._cache[1]
+
+    def _draw(self, rng: np.random.Generator) -> list[Pair]:
+        classes = list(self._members)
+        k = self.pairs_per_class
+        pairs: list[Pair] = []
+        for c in self.pair_classes:
+            members = self._members[int(c)]
+            first, second = _distinct_pairs(len(members), k, rng)
+            pairs += [(int(members[i]), int(members[j]), 1) for i, j in zip(first, second)]
+
+            others = [o for o in classes if o != c]
+            anchors = rng.choice(members, size=k)
+            other_classes = rng.choice(others, size=k)
+            for anchor, other in zip(anchors, other_classes):
+                pairs.append((int(anchor), int(rng.choice(self._members[int(other)])), 0))
+        order = rng.permutation(len(pairs))
+        return [pairs[i] for i in order]
+
+
+def _distinct_pairs(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` pairs (i, j), i != j, of positions 0..n-1: all distinct while n*(n-1)/2 allows."""
+    first, second = np.triu_indices(n, k=1)
+    total = len(first)
+    repeats, rest = divmod(k, total)
+    chosen = np.concatenate(
+        [rng.permutation(total) for _ in range(repeats)] + [rng.choice(total, size=rest, replace=False)]
+    )
+    i, j = first[chosen], second[chosen]
+    swap = rng.random(k) < 0.5  # random order within a pair, so neither side is always the lower index
+    return np.where(swap, j, i), np.where(swap, i, j)

@@ -1,0 +1,1 @@
+"""Backbones, the twin network, the contrastive loss and the Lightning module."""

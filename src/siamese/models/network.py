@@ -1,0 +1,49 @@
+"""The twin network: one backbone embeds both images, the output is their Euclidean distance."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from siamese.errors import UserError
+from siamese.models.backbones import Backbone
+
+
+class EuclideanDistance(nn.Module):
+    """``sqrt(max(sum((a - b)^2), eps))`` over the last dimension; eps keeps the gradient finite at 0."""
+
+    def __init__(self, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(torch.clamp((a - b).pow(2).sum(dim=-1), min=self.eps))
+
+
+class SiameseNetwork(nn.Module):
+    """Backbone -> global average pooling -> Linear(embedding_dim) -> optional L2 normalisation.
+
+    Both images of a pair go through the same modules (shared weights); ``forward`` returns
+    their distance, ``embed`` the embeddings.
+    """
+
+    def __init__(self, backbone: Backbone, embedding_dim: int = 64, normalize_embedding: bool = True) -> None:
+        super().__init__()
+        if int(embedding_dim) < 1:
+            raise UserError(f"model.network.embedding_dim must be at least 1, got {embedding_dim}")
+        self.backbone = backbone
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(backbone.out_features, int(embedding_dim))
+        self.normalize_embedding = normalize_embedding
+        self.distance = EuclideanDistance()
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        embedding = self.head(self.pool(self.backbone(images)).flatten(1))
+        return F.normalize(embedding, dim=1) if self.normalize_embedding else embedding
+
+    def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        # One pass over both halves: the same weights, and faster than two calls.
+        embeddings = self.embed(torch.cat([images_a, images_b]))
+        a, b = embeddings.split(len(images_a))
+        return self.distance(a, b)

@@ -1,0 +1,102 @@
+"""One training run, as composed by Hydra: fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+
+# Frozen BatchNorm layers are in eval mode on purpose (see Backbone).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="pytorch_lightning")
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate each entry of a config group that maps names to ``_target_`` configs."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    started = time.monotonic()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.monotonic() - started
+
+    best_path = _best_checkpoint(trainer)
+    ckpt = best_path if best_path else None
+    if ckpt is None:
+        log.warning("no checkpoint was saved: validating and testing the final weights")
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+    metrics: dict[str, Any] = {
+        **_floats(val[0] if val else {}),
+        **_floats(test[0] if test else {}),
+        "best_epoch": _checkpoint_epoch(best_path),
+        "best_checkpoint": str(best_path) if best_path else None,
+        "epochs_trained": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 1),
+    }
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _log_hparams(trainer, cfg, metrics)
+        log.info("metrics written to %s", run_dir / "metrics.json")
+
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric '{name}' is not among the run's metrics: {sorted(metrics)}")
+    return metrics[name]
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def _checkpoint_epoch(path: str | None) -> int | None:
+    if path is None:
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def _floats(values: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in values.items()}
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """The resolved config and the final metrics, for TensorBoard's HParams tab."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=final)
+        else:
+            logger.log_hyperparams(params)
+        logger.save()

@@ -1,0 +1,20 @@
+"""Train a Siamese network: ``python src/train.py margin=1.0`` (see ``--help`` for the config groups)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from siamese.cli import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    from siamese.training import train  # imported here so that --help answers fast
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Every option of every config group composes and instantiates."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF, compose_train
+from siamese.data.datamodule import PairDataModule
+from siamese.models.module import SiameseModule
+from siamese.training import instantiate_group
+
+GROUPS = ["backbone", "data", "model", "trainer", "callbacks", "logger", "experiment", "debug"]
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+OFFLINE = ["backbone.weights=null"]
+
+
+def test_every_group_has_options():
+    assert {group for group, _ in OPTIONS} == set(GROUPS)
+
+
+@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_instantiates(group, option, tmp_path):
+    cfg = compose_train([f"{group}={option}", *OFFLINE], tmp_path)
+    assert isinstance(instantiate(cfg.data), PairDataModule)
+    assert isinstance(instantiate(cfg.model), SiameseModule)
+    for entry in [*instantiate_group(cfg.callbacks), *instantiate_group(cfg.logger)]:
+        assert isinstance(entry, (pl.Callback, pl.loggers.Logger))
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        assert cfg.trainer.devices == 1  # composes; instantiating needs a GPU
+    else:
+        assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
+
+
+def test_top_level_keys_reach_the_deeper_configs(tmp_path):
+    cfg = compose_train(["margin=2.0", "batch_size=32", "image_size=96", "seed=3", *OFFLINE], tmp_path)
+    assert cfg.model.loss.margin == 2.0 and instantiate(cfg.model.loss).margin == 2.0
+    data = instantiate(cfg.data)
+    assert (data.batch_size, data.image_size, data.seed) == (32, 96, 3)
+
+
+def test_defaults_follow_the_tutorial(tmp_path):
+    cfg = compose_train([], tmp_path)
+    assert (cfg.margin, cfg.batch_size, cfg.image_size) == (1.0, 8, 224)
+    assert cfg.backbone.name == "mobilenet_v2" and cfg.backbone.weights == "DEFAULT"
+    assert cfg.backbone.trainable_fraction == 0.1
+    assert (cfg.data.root, cfg.data.download, cfg.data.split) == ("data/", True, "official")
+    assert cfg.callbacks.early_stopping.monitor == "val_loss" and cfg.callbacks.early_stopping.patience == 30
+    assert cfg.trainer.max_epochs == 200 and cfg.model.optimizer.lr == 1e-3
+
+
+def test_tutorial_experiment_ports_the_recipe(tmp_path):
+    cfg = compose_train(["experiment=tutorial", *OFFLINE], tmp_path)
+    assert cfg.model.network.normalize_embedding is False
+    assert cfg.data.split == "stratified" and cfg.data.augmentation == "tutorial"
+    assert cfg.model.threshold == 0.5 and cfg.batch_size == 8
+
+
+def test_every_target_uses_one_lightning_namespace():
+    texts = "\n".join(path.read_text() for path in Path(CONF).rglob("*.yaml"))
+    assert "pytorch_lightning." in texts
+    assert "lightning.pytorch" not in texts and "_target_: lightning." not in texts

@@ -1,0 +1,56 @@
+"""Real Flowers102 (64 px copies) and real ImageNet MobileNetV2 weights from ../shared."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared
+from siamese.data.datamodule import PairDataModule
+from siamese.data.sources import load_flowers102
+from siamese.training import train
+from test_train import scalar_tags
+
+pytestmark = needs_shared
+
+
+def test_official_split_of_the_real_dataset():
+    catalog = load_flowers102(SHARED_DATA, download=False)
+    assert len(catalog) == 8189 and len(np.unique(catalog.labels)) == 102
+    sizes = {name: len(indices) for name, indices in catalog.official_split.items()}
+    assert sizes == {"train": 1020, "val": 1020, "test": 6149}
+    assert catalog.class_names[0] == "pink primrose"
+    assert catalog.class_names[catalog.labels[0]] == "passion flower"  # image_00001
+
+
+def test_default_pair_counts_follow_the_tutorial_rule():
+    data = PairDataModule(root=str(SHARED_DATA), download=False, split="stratified")
+    data.setup()
+    smallest = np.bincount(data.catalog.labels[data.splits["train"]]).min()
+    assert len(data.samplers["train"]) == 2 * 102 * (smallest - 1)
+    assert len(data.samplers["val"]) == 2 * 102 * 3  # the smallest class (40 images) has 4 in val
+
+
+def test_short_training_run_learns_real_flowers(tmp_path):
+    cfg = compose_train(
+        [
+            f"data.root={SHARED_DATA}",
+            f"backbone.weights_path={SHARED_WEIGHTS}",
+            "image_size=96",
+            "batch_size=32",
+            "data.train_pairs_per_class=2",
+            "data.val_pairs_per_class=3",
+            "data.test_pairs_per_class=2",
+            "data.num_workers=0",
+            "trainer.max_epochs=2",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+        ],
+        tmp_path,
+    )
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val_auroc"] > 0.65, metrics
+    assert metrics["test_auroc"] > 0.65, metrics
+    assert "val_loss" in scalar_tags(tmp_path / "tensorboard")

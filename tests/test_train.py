@@ -1,0 +1,154 @@
+"""Training end to end on a tiny Flowers102-layout dataset built by the tests."""
+
+import csv
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_train, run_script, tiny_overrides
+from siamese.data.datamodule import PairDataModule
+from siamese.errors import UserError, find_user_error
+from siamese.training import train
+
+
+def scalar_tags(folder):
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+def test_fast_dev_run_through_the_entry_point(tiny_flowers, tmp_path):
+    result = run_script(
+        "src/train.py", *tiny_overrides(tiny_flowers), "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_auroc"] <= 1.0 and metrics["val_loss"] > 0
+    assert metrics["best_checkpoint"] is None  # fast_dev_run saves none
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_flowers, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_train(tiny_overrides(tiny_flowers), run_dir)
+    value = train(cfg)
+    return run_dir, value
+
+
+def test_run_writes_checkpoints_and_metrics(trained_run):
+    run_dir, value = trained_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert value == metrics["val_loss"]  # optimized_metric
+    for key in ["val_loss", "val_acc", "val_precision", "val_recall", "val_auroc",
+                "test_loss", "test_acc", "test_precision", "test_recall", "test_auroc"]:
+        assert key in metrics
+    assert metrics["epochs_trained"] == 2 and metrics["best_epoch"] in (0, 1)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    best = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert best["epoch"] == metrics["best_epoch"]
+    assert best["state_dict"]["threshold"].item() == 0.5
+    resolved = (run_dir / "config_resolved.yaml").read_text()
+    assert f"save_dir: {run_dir}" in resolved and "${" not in resolved
+
+
+def test_pair_lists_match_what_was_evaluated(trained_run, tiny_flowers):
+    run_dir, _ = trained_run
+    data = PairDataModule(root=str(tiny_flowers), download=False, seed=42)
+    data.setup()
+    for split in ("val", "test"):
+        with open(run_dir / f"pairs_{split}.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        expected = [(data.catalog.files[a], data.catalog.files[b], same) for a, b, same in data.pairs(split)]
+        assert [(r["image_a"], r["image_b"], int(r["same"])) for r in rows] == expected
+        assert all((r["class_a"] == r["class_b"]) == (r["same"] == "1") for r in rows)
+    # 4 classes of 2 images per split: 1 positive + 1 negative per class
+    assert len(rows) == 8
+
+
+def test_tensorboard_has_scalars_and_hparams(trained_run):
+    run_dir, _ = trained_run
+    tags = scalar_tags(run_dir / "tensorboard")
+    assert {"train_loss_step", "train_loss_epoch", "val_loss", "val_auroc", "test_acc"} <= tags
+    assert "final/test_auroc" in tags
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(accumulator.PluginTagToContent("hparams"))
+
+
+def test_same_batches_with_and_without_workers(tiny_flowers):
+    loaders = []
+    for workers in (0, 2):
+        data = PairDataModule(root=str(tiny_flowers), download=False, image_size=16, batch_size=4,
+                              augmentation="none", num_workers=workers)
+        data.setup()
+        loaders.append([torch.cat([a, b]) for a, b, _ in data.val_dataloader()])
+    assert len(loaders[0]) == 2
+    assert all(torch.equal(x, y) for x, y in zip(*loaders))
+
+
+def test_training_pairs_are_redrawn_each_epoch_by_the_trainer(tiny_flowers, tmp_path):
+    cfg = compose_train(tiny_overrides(tiny_flowers), tmp_path)
+    data = instantiate(cfg.data)
+    seen = []
+
+    class RecordPairs(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append(list(trainer.datamodule.samplers["train"]))
+
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[RecordPairs()], limit_val_batches=0)
+    trainer.fit(instantiate(cfg.model), datamodule=data)
+    assert len(seen) == 3 and seen[0] != seen[1] != seen[2]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("margin=0", "margin must be positive"),
+        ("batch_size=1", "batch_size must be at least 2"),
+        ("backbone.trainable_fraction=2", "trainable_fraction must be between 0 and 1"),
+        ("data.split=random", "unknown data.split 'random'; choose one of: official, stratified"),
+    ],
+)
+def test_bad_values_raise_one_clear_user_error(override, message, tiny_flowers, tmp_path):
+    cfg = compose_train(tiny_overrides(tiny_flowers) + [override], tmp_path)
+    with pytest.raises(Exception) as caught:
+        train(cfg)
+    error = find_user_error(caught.value)
+    assert isinstance(error, UserError) and message in str(error)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["backbone.name=vgg99"], "error: unknown backbone 'vgg99'; choose one of: mobilenet_v2, "),
+        (["data.root=/nonexistent/flowers"], "error: Flowers102 not found (/nonexistent/flowers/flowers-102/jpg"),
+        (["backbone.weights_path=/nonexistent/w.pth"], "error: backbone.weights_path /nonexistent/w.pth does not exist"),
+    ],
+)
+def test_entry_point_prints_one_line_and_exits_2(overrides, message, tiny_flowers, tmp_path):
+    result = run_script("src/train.py", *tiny_overrides(tiny_flowers), *overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_multirun_writes_one_run_per_job(tiny_flowers, tmp_path):
+    result = run_script(
+        "src/train.py", "-m", "margin=0.5,1.0", *tiny_overrides(tiny_flowers), "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    margins = []
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+        assert metrics["epochs_trained"] == 1
+        assert "val_loss" in scalar_tags(tmp_path / job / "tensorboard")
+        margins.append([l for l in (tmp_path / job / "config_resolved.yaml").read_text().splitlines()
+                        if l.startswith("margin:")][0])
+    assert margins == ["margin: 0.5", "margin: 1.0"]
