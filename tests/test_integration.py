@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared
+from conftest import SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared, run_script
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_flowers102
 from siamese.training import train
@@ -54,3 +54,17 @@ def test_short_training_run_learns_real_flowers(tmp_path):
     assert metrics["val_auroc"] > 0.65, metrics
     assert metrics["test_auroc"] > 0.65, metrics
     assert "val_loss" in scalar_tags(tmp_path / "tensorboard")
+
+
+@pytest.mark.slow
+def test_readme_offline_command_trains_two_epochs(tmp_path):
+    """The README's offline command, as written (a few minutes on 2 cores)."""
+    result = run_script(
+        "src/train.py", "margin=1.0", f"data.root={SHARED_DATA}", f"backbone.weights_path={SHARED_WEIGHTS}",
+        "image_size=128", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}", timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 2
+    assert metrics["val_auroc"] > 0.7 and metrics["test_auroc"] > 0.7, metrics
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
