@@ -63,12 +63,35 @@ def tiny_flowers(tmp_path_factory) -> Path:
     return write_flowers102(tmp_path_factory.mktemp("tiny_flowers"))
 
 
+@pytest.fixture(scope="session")
+def trained_run(tiny_flowers, tmp_path_factory) -> tuple[Path, float]:
+    """A 2-epoch training run on the tiny dataset: (run dir, value returned by train)."""
+    from siamese.training import train
+
+    run_dir = tmp_path_factory.mktemp("run")
+    value = train(compose_train(tiny_overrides(tiny_flowers), run_dir))
+    return run_dir, value
+
+
+def write_image_folder(root: Path, sizes: dict[str, int], size: int = 24) -> Path:
+    """One subfolder of JPEGs per class, ``sizes[class]`` images each (PNG for odd ones)."""
+    rng = np.random.default_rng(1)
+    for name, count in sizes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        colour = rng.integers(0, 256, size=3)
+        for k in range(count):
+            pixels = np.clip(colour + rng.normal(0, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{k}.{'png' if k % 2 else 'jpg'}")
+    return root
+
+
 # Overrides that make a run small and offline on the tiny dataset.
 def tiny_overrides(data_root: Path) -> list[str]:
     return [
         f"data.root={data_root}",
         "data.download=false",
         "data.num_workers=0",
+        "backbone=resnet18",  # random MobileNetV2 weights give near-constant embeddings
         "backbone.weights=null",
         "image_size=32",
         "batch_size=4",

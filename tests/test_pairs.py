@@ -70,5 +70,5 @@ def test_single_image_classes_warn_and_two_classes_are_needed():
     with pytest.warns(UserWarning, match="single image"):
         sampler = PairSampler(np.arange(5), np.array([0, 0, 1, 1, 2]), pairs_per_class=1)
     assert len(sampler) == 4
-    with pytest.raises(UserError, match="at least 2 classes"):
+    with pytest.raises(UserError, match="pairs need at least 2 such classes"):
         PairSampler(np.arange(3), np.array([0, 0, 0]))

@@ -32,14 +32,6 @@ def test_fast_dev_run_through_the_entry_point(tiny_flowers, tmp_path):
     assert (tmp_path / ".hydra" / "config.yaml").exists()
 
 
-@pytest.fixture(scope="module")
-def trained_run(tiny_flowers, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train(tiny_overrides(tiny_flowers), run_dir)
-    value = train(cfg)
-    return run_dir, value
-
-
 def test_run_writes_checkpoints_and_metrics(trained_run):
     run_dir, value = trained_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -51,7 +43,10 @@ def test_run_writes_checkpoints_and_metrics(trained_run):
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     best = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
     assert best["epoch"] == metrics["best_epoch"]
-    assert best["state_dict"]["threshold"].item() == 0.5
+    # the threshold calibrated on validation travels in the checkpoint and is used at test
+    assert best["state_dict"]["threshold"].item() == pytest.approx(metrics["val_threshold"])
+    assert metrics["test_threshold"] == pytest.approx(metrics["val_threshold"])
+    assert best["run_config"]["model"]["loss"]["margin"] == 1.0
     resolved = (run_dir / "config_resolved.yaml").read_text()
     assert f"save_dir: {run_dir}" in resolved and "${" not in resolved
 

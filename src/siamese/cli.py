@@ -1,11 +1,11 @@
-"""What every entry script shares: turning a user's mistake into one line and exit status 2."""
+"""What the entry scripts share: a user's mistake as one line and exit status 2, metric tables."""
 
 from __future__ import annotations
 
 import functools
 import os
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from siamese.errors import find_user_error
 
@@ -30,3 +30,13 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """Metrics as two aligned columns."""
+    width = max(len(name) for name in metrics)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 8}"]
+    for name, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{name:<{width}}  {shown}")
+    return "\n".join(lines)

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from siamese.cli import format_table
+
 log = logging.getLogger(__name__)
 
 # Frozen BatchNorm layers are in eval mode on purpose (see Backbone).
@@ -38,6 +40,7 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -51,7 +54,7 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt is None:
         log.warning("no checkpoint was saved: validating and testing the final weights")
     val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     metrics: dict[str, Any] = {
         **_floats(val[0] if val else {}),
         **_floats(test[0] if test else {}),
@@ -63,6 +66,7 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _log_hparams(trainer, cfg, metrics)
+        print(format_table(metrics))
         log.info("metrics written to %s", run_dir / "metrics.json")
 
     name = cfg.get("optimized_metric")

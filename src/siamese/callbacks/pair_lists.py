@@ -10,20 +10,35 @@ from siamese.data.datamodule import PairDataModule
 
 
 class PairListWriter(pl.Callback):
-    """At setup, write ``pairs_<split>.csv`` for each fixed split into ``dirpath``.
+    """Write ``pairs_<split>.csv`` into ``dirpath``: at setup the fixed val and test pairs, and
+    after testing the test pairs again with each pair's distance and prediction.
 
-    The files say exactly which pairs the run's validation and test metrics were computed on.
+    The files say exactly which pairs the run's metrics were computed on.
     """
 
     def __init__(self, dirpath: str, splits: tuple[str, ...] = ("val", "test")) -> None:
         self.dirpath = Path(dirpath)
         self.splits = tuple(splits)
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _datamodule(self, trainer: pl.Trainer) -> PairDataModule | None:
         datamodule = trainer.datamodule
-        if not isinstance(datamodule, PairDataModule) or not trainer.is_global_zero:
-            return
-        for split in self.splits:
+        if isinstance(datamodule, PairDataModule) and trainer.is_global_zero:
+            return datamodule
+        return None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        datamodule = self._datamodule(trainer)
+        for split in self.splits if datamodule else ():
             path = self.dirpath / f"pairs_{split}.csv"
             if not path.exists():
                 datamodule.write_pairs(split, path)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = self._datamodule(trainer)
+        scores = getattr(pl_module, "scores", {}).get("test")
+        if datamodule is None or scores is None or trainer.sanity_checking:
+            return
+        distances, _ = scores
+        if len(distances) == len(datamodule.pairs("test")):  # not a run limited to a few batches
+            threshold = float(pl_module.threshold)
+            datamodule.write_pairs("test", self.dirpath / "pairs_test.csv", distances.tolist(), threshold)

@@ -44,12 +44,33 @@ class PairDataset(Dataset):
         )
 
 
+class ImageDataset(Dataset):
+    """Single images of a split, with their class: ``(image, label)``."""
+
+    def __init__(self, catalog: ImageCatalog, indices: np.ndarray, transform: Callable) -> None:
+        self.catalog = catalog
+        self.indices = indices
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        index = int(self.indices[position])
+        return self.transform(read_rgb(self.catalog.path(index))), int(self.catalog.labels[index])
+
+
 class PairDataModule(pl.LightningDataModule):
     """Balanced image pairs from a source (``dataset``), split into train, val and test.
 
     Training pairs are drawn afresh every epoch from every class; validation and test pairs
     are fixed by ``seed``. ``*_pairs_per_class=None`` follows the tutorial's rule (the
     smallest class size minus one positives per class, and as many negatives).
+
+    ``split``: ``official`` (the dataset's own), ``stratified`` (every class divided by
+    ``split_fractions``) or ``unseen_classes`` (the classes divided by
+    ``class_split_fractions``, so test classes are never seen in training). With
+    ``test_retrieval``, testing also embeds every test image once, for retrieval metrics.
     """
 
     def __init__(
@@ -59,12 +80,14 @@ class PairDataModule(pl.LightningDataModule):
         dataset: str = "flowers102",
         split: str = "official",
         split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        class_split_fractions: Sequence[float] = (0.6, 0.2, 0.2),
         image_size: int = 224,
         batch_size: int = 8,
         augmentation: str = "tutorial",
         train_pairs_per_class: int | None = None,
         val_pairs_per_class: int | None = None,
         test_pairs_per_class: int | None = None,
+        test_retrieval: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 42,
@@ -91,6 +114,8 @@ class PairDataModule(pl.LightningDataModule):
         self.dataset = dataset
         self.split = split
         self.split_fractions = check_fractions(split_fractions)
+        self.class_split_fractions = check_fractions(class_split_fractions, "data.class_split_fractions")
+        self.test_retrieval = test_retrieval
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
@@ -118,7 +143,7 @@ class PairDataModule(pl.LightningDataModule):
         if self.catalog is not None:
             return
         catalog = load_source(self.dataset, self.root, self.download)
-        splits = split_indices(catalog, self.split, self.split_fractions, self.seed)
+        splits = split_indices(catalog, self.split, self.split_fractions, self.seed, self.class_split_fractions)
         self.samplers = {
             name: PairSampler(
                 indices,
@@ -136,19 +161,32 @@ class PairDataModule(pl.LightningDataModule):
         """The pairs a split's dataloader yields (for "train": those of the current epoch)."""
         return self.samplers[split].pairs()
 
-    def write_pairs(self, split: str, path: Path) -> None:
-        """Write a split's pairs as CSV: image paths relative to the data folder, classes, label."""
+    def write_pairs(
+        self, split: str, path: Path, distances: Sequence[float] | None = None, threshold: float | None = None
+    ) -> None:
+        """Write a split's pairs as CSV: image paths relative to the data folder, classes, label,
+        and, given the distances in pair order, each distance and predicted label (1 = same)."""
         assert self.catalog is not None, "call setup() first"
         catalog = self.catalog
+        pairs = self.pairs(split)
+        if distances is not None and len(distances) != len(pairs):
+            raise ValueError(f"{len(distances)} distances for {len(pairs)} {split} pairs")
+        header = ["image_a", "image_b", "class_a", "class_b", "same"]
+        if distances is not None:
+            header += ["distance", "predicted_same"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as handle:
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["image_a", "image_b", "class_a", "class_b", "same"])
-            for a, b, same in self.pairs(split):
-                writer.writerow(
-                    [catalog.files[a], catalog.files[b], catalog.class_names[catalog.labels[a]],
-                     catalog.class_names[catalog.labels[b]], same]
-                )
+            writer.writerow(header)
+            for k, (a, b, same) in enumerate(pairs):
+                row = [catalog.files[a], catalog.files[b], catalog.class_names[catalog.labels[a]],
+                       catalog.class_names[catalog.labels[b]], same]
+                if distances is not None:
+                    distance = float(distances[k])
+                    row += [f"{distance:.6f}", int(threshold is not None and distance < threshold)]
+                writer.writerow(row)
+        partial.replace(path)
 
     def _dataloader(self, split: str) -> DataLoader:
         assert self.catalog is not None, "call setup() first"
@@ -168,5 +206,14 @@ class PairDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._dataloader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._dataloader("test")
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        pairs = self._dataloader("test")
+        if not self.test_retrieval:
+            return pairs
+        images = DataLoader(
+            ImageDataset(self.catalog, self.splits["test"], self.transforms["eval"]),
+            batch_size=self.batch_size * 2,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
+        return [pairs, images]

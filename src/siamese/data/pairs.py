@@ -50,11 +50,12 @@ class PairSampler(Sampler[Pair]):
         if len(self.indices) != len(self.labels):
             raise ValueError("indices and labels must have the same length")
         classes, counts = np.unique(self.labels, return_counts=True)
-        if len(classes) < 2:
-            raise UserError(
-                f"the {stream} split has {len(classes)} class(es); pairs need at least 2 classes"
-            )
         self.pair_classes = classes[counts >= 2]
+        if len(self.pair_classes) < 2:
+            raise UserError(
+                f"the {stream} split has {len(self.pair_classes)} class(es) with at least 2 images; "
+                "pairs need at least 2 such classes: add images or choose another split"
+            )
         if len(self.pair_classes) < len(classes):
             warnings.warn(
                 f"{len(classes) - len(self.pair_classes)} class(es) of the {stream} split have a "

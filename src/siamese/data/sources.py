@@ -117,8 +117,30 @@ def _check_files_exist(folder: Path, files: list[str]) -> None:
         )
 
 
+def load_image_folder(root: str | Path, download: bool = False) -> ImageCatalog:
+    """Any folder with one subfolder of images per class (``torchvision.datasets.ImageFolder``).
+
+    Nothing to download; class names are the subfolder names. Empty class folders are skipped.
+    """
+    from torchvision.datasets import ImageFolder
+
+    folder = Path(root)
+    if not folder.is_dir():
+        raise UserError(f"data.root {folder} is not a folder; point it at a folder with one subfolder per class")
+    try:
+        dataset = ImageFolder(str(folder), allow_empty=True)
+    except (FileNotFoundError, OSError) as exc:
+        raise UserError(f"cannot read the image folder {folder} ({exc}); it needs one subfolder per class") from exc
+    if not dataset.samples:
+        raise UserError(f"no images found in the class subfolders of {folder}")
+    files = [Path(path).relative_to(folder).as_posix() for path, _ in dataset.samples]
+    labels = np.array([label for _, label in dataset.samples], dtype=np.int64)
+    return ImageCatalog(root=folder, files=files, labels=labels, class_names=list(dataset.classes))
+
+
 SOURCES: dict[str, Callable[..., ImageCatalog]] = {
     "flowers102": load_flowers102,
+    "imagefolder": load_image_folder,
 }
 
 

@@ -10,16 +10,15 @@ from siamese.data.sources import ImageCatalog
 from siamese.errors import UserError
 
 SPLIT_NAMES = ("train", "val", "test")
-SPLITS = ("official", "stratified")
+SPLITS = ("official", "stratified", "unseen_classes")
 
 
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+def check_fractions(fractions: Sequence[float], key: str = "data.split_fractions") -> tuple[float, float, float]:
     """Validate train/val/test fractions: three positive numbers that sum to 1."""
     values = tuple(float(f) for f in fractions)
     if len(values) != 3 or any(f <= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
         raise UserError(
-            f"data.split_fractions must be three positive numbers (train, val, test) that sum to 1, "
-            f"got {list(fractions)}"
+            f"{key} must be three positive numbers (train, val, test) that sum to 1, got {list(fractions)}"
         )
     return values  # type: ignore[return-value]
 
@@ -46,14 +45,36 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
     return split
 
 
+def unseen_classes_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """Split the classes by ``fractions`` (seeded): no class appears in two splits."""
+    check_fractions(fractions, "data.class_split_fractions")
+    classes = np.random.default_rng(seed).permutation(np.unique(labels))
+    n_val = int(round(len(classes) * fractions[1]))
+    n_test = int(round(len(classes) * fractions[2]))
+    groups = {"val": classes[:n_val], "test": classes[n_val : n_val + n_test], "train": classes[n_val + n_test :]}
+    for name, members in groups.items():
+        if len(members) < 2:
+            raise UserError(
+                f"data.class_split_fractions {list(fractions)} give the {name} split {len(members)} of "
+                f"{len(classes)} classes; pairs need at least 2 per split: give it a larger fraction"
+            )
+    return {name: np.flatnonzero(np.isin(labels, groups[name])) for name in SPLIT_NAMES}
+
+
 def split_indices(
-    catalog: ImageCatalog, method: str, fractions: Sequence[float], seed: int
+    catalog: ImageCatalog,
+    method: str,
+    fractions: Sequence[float],
+    seed: int,
+    class_fractions: Sequence[float] = (0.6, 0.2, 0.2),
 ) -> dict[str, np.ndarray]:
     """Index lists for "train", "val" and "test" by ``method`` (one of ``SPLITS``)."""
     if method == "official":
         if catalog.official_split is None:
-            raise UserError("this dataset has no official split; set data.split=stratified")
+            raise UserError("this dataset has no official split; set data.split=stratified or unseen_classes")
         return dict(catalog.official_split)
     if method == "stratified":
         return stratified_split(catalog.labels, fractions, seed)
+    if method == "unseen_classes":
+        return unseen_classes_split(catalog.labels, class_fractions, seed)
     raise UserError(f"unknown data.split '{method}'; choose one of: {', '.join(SPLITS)}")

@@ -1,4 +1,4 @@
-"""The LightningModule: twin network, contrastive loss, optimizer and pair metrics per split."""
+"""The LightningModule: twin network, contrastive loss, optimizer and metrics per split."""
 
 from __future__ import annotations
 
@@ -7,25 +7,29 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryPrecision, BinaryRecall
 
+from siamese.metrics import FAR_LEVELS, Collector, best_threshold, retrieval_metrics, verification_metrics
 from siamese.models.network import SiameseNetwork
 
-
-def similarity(distance: torch.Tensor) -> torch.Tensor:
-    """A score in (0, 1] that falls as the distance grows: ranks pairs like ``-distance``."""
-    return 1.0 / (1.0 + distance)
+PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
 
 
 class SiameseModule(pl.LightningModule):
     """Trains ``network`` with ``loss`` on batches ``(images_a, images_b, same)``.
 
-    A pair is predicted "same" when its distance is below ``threshold`` (a buffer, so it is
-    saved with the checkpoint). ``optimizer`` and ``scheduler`` are partials (Hydra
-    ``_partial_: true``) that receive the parameters / the optimizer. ``backbone_lr``, when
-    given, is the learning rate of the trainable backbone layers; the head uses the
-    optimizer's own.
+    A pair is predicted "same" when its distance is below the threshold. With
+    ``threshold=None`` it is calibrated after every validation epoch, as the distance that
+    maximises validation accuracy; a number fixes it. The threshold is a buffer, so the
+    checkpoint carries it to testing and to ``verify.py``.
+
+    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) that receive the
+    parameters / the optimizer. ``backbone_lr``, when given, is the learning rate of the
+    trainable backbone layers; the head uses the optimizer's own.
+
+    Validation logs ``val_loss``, ``val_acc``, ``val_precision``, ``val_recall``, ``val_f1``,
+    ``val_acc@0.5``, ``val_auroc`` and ``val_threshold``; testing logs the same for ``test_``
+    plus ``test_eer``, ``test_tar@far0.01``, ``test_tar@far0.001`` and, when the test
+    dataloaders include single images, ``test_recall@{1,2,4,8}`` and ``test_map@r``.
     """
 
     def __init__(
@@ -34,7 +38,7 @@ class SiameseModule(pl.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         backbone_lr: float | None = None,
     ) -> None:
         super().__init__()
@@ -44,15 +48,14 @@ class SiameseModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr = backbone_lr
-        self.register_buffer("threshold", torch.tensor(float(threshold)))
-        self.metrics = nn.ModuleDict({split: self._pair_metrics(f"{split}_") for split in ("val", "test")})
-        self.auroc = nn.ModuleDict({split: BinaryAUROC() for split in ("val", "test")})
-
-    @staticmethod
-    def _pair_metrics(prefix: str) -> MetricCollection:
-        return MetricCollection(
-            {"acc": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall()}, prefix=prefix
-        )
+        self.calibrate_threshold = threshold is None
+        self.register_buffer("threshold", torch.tensor(0.5 if threshold is None else float(threshold)))
+        self.pair_scores = nn.ModuleDict({split: Collector(["distance", "same"]) for split in ("val", "test")})
+        self.test_embeddings = Collector(["embedding", "label"])
+        # (distance, same) of the last evaluated epoch per split, in dataloader order
+        self.scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The Hydra config of the run, saved into checkpoints so that they can be evaluated alone.
+        self.run_config: dict[str, Any] | None = None
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         return self.network(images_a, images_b)
@@ -63,21 +66,59 @@ class SiameseModule(pl.LightningModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(same))
         return loss
 
-    def _evaluation_step(self, split: str, batch: tuple[torch.Tensor, ...]) -> None:
+    def _pair_step(self, split: str, batch: tuple[torch.Tensor, ...]) -> None:
         images_a, images_b, same = batch
         distance = self(images_a, images_b)
-        self.log(f"{split}_loss", self.loss(distance, same), on_epoch=True, prog_bar=True, batch_size=len(same))
-        target = same.long()
-        self.metrics[split].update((distance < self.threshold).long(), target)
-        self.auroc[split].update(similarity(distance), target)
-        self.log_dict(self.metrics[split], on_epoch=True, batch_size=len(same))
-        self.log(f"{split}_auroc", self.auroc[split], on_epoch=True, prog_bar=split == "val", batch_size=len(same))
+        loss = self.loss(distance, same)
+        self.log(f"{split}_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(same), add_dataloader_idx=False)
+        self.pair_scores[split].update(distance=distance, same=same)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self._evaluation_step("val", batch)
+        self._pair_step("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        self._evaluation_step("test", batch)
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = PAIRS) -> None:
+        if dataloader_idx == PAIRS:
+            self._pair_step("test", batch)
+        else:
+            images, labels = batch
+            self.test_embeddings.update(embedding=self.network.embed(images), label=labels)
+
+    def on_validation_epoch_end(self) -> None:
+        distance, same = self._collected("val")
+        if self.calibrate_threshold and len(distance):
+            self.threshold.fill_(best_threshold(distance, same))
+        self._log_pair_metrics("val", distance, same)
+
+    def on_test_epoch_end(self) -> None:
+        distance, same = self._collected("test")
+        metrics = self._log_pair_metrics("test", distance, same, far_levels=FAR_LEVELS)
+        collected = self.test_embeddings.compute() if self.test_embeddings.update_count else None
+        self.test_embeddings.reset()
+        if collected is not None:
+            retrieval = retrieval_metrics(collected["embedding"].cpu(), collected["label"].cpu())
+            metrics.update(retrieval)
+            self.log_dict({f"test_{name}": value for name, value in retrieval.items()}, add_dataloader_idx=False)
+
+    def _collected(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        collector = self.pair_scores[split]
+        values = collector.compute() if collector.update_count else {"distance": torch.empty(0), "same": torch.empty(0)}
+        collector.reset()
+        distance, same = values["distance"].float().cpu(), values["same"].float().cpu()
+        self.scores[split] = (distance, same)
+        return distance, same
+
+    def _log_pair_metrics(self, split: str, distance: torch.Tensor, same: torch.Tensor, **kwargs: Any) -> dict:
+        if len(distance) == 0 or same.min() == same.max():
+            return {}  # nothing to score (e.g. a limited sanity check with one class of pairs)
+        metrics = verification_metrics(distance, same, float(self.threshold), **kwargs)
+        for name, value in metrics.items():
+            shown = split == "val" and name in ("auroc", "acc")
+            self.log(f"{split}_{name}", value, prog_bar=shown, add_dataloader_idx=False)
+        return metrics
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
 
     def configure_optimizers(self) -> Any:
         backbone = [p for p in self.network.backbone.parameters() if p.requires_grad]

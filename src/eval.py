@@ -1,0 +1,21 @@
+"""Evaluate a checkpoint: ``python src/eval.py ckpt_path=outputs/<run>/checkpoints/<best>.ckpt``."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from siamese.cli import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from siamese.evaluation import evaluate
+
+    evaluate(cfg, HydraConfig.get().overrides.task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Evaluate a trained checkpoint on one split of a dataset (``src/eval.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytorch_lightning as pl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from siamese.callbacks import PairListWriter
+from siamese.cli import format_table
+from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
+from siamese.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Keys of conf/eval.yaml itself, not of the training run's config.
+EVAL_KEYS = ("ckpt_path", "eval_split", "run_dir", "accelerator")
+
+
+def merged_config(cfg: DictConfig, overrides: Iterable[str], checkpoint: dict[str, Any]) -> DictConfig:
+    """The checkpoint's training config, with the keys given on the command line replaced."""
+    merged = run_config(checkpoint)
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key.startswith("hydra") or key in EVAL_KEYS:
+            continue
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    merged.run_dir = cfg.run_dir
+    return merged
+
+
+def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
+    """Test (or validate) the checkpoint; write metrics.json and the scored pairs into the run dir."""
+    if cfg.eval_split not in ("val", "test"):
+        raise UserError(f"eval_split must be val or test, got {cfg.eval_split}")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    merged = merged_config(cfg, overrides, checkpoint)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(merged, run_dir / "config_resolved.yaml", resolve=True)
+
+    datamodule = instantiate(merged.data)
+    module = module_from_checkpoint(checkpoint, merged)
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
+        callbacks=[PairListWriter(str(run_dir), splits=())],
+        enable_checkpointing=False,
+    )
+    if cfg.eval_split == "test":
+        results = trainer.test(module, datamodule=datamodule, verbose=False)
+    else:
+        results = trainer.validate(module, datamodule=datamodule, verbose=False)
+        distances, _ = module.scores["val"]
+        datamodule.write_pairs("val", run_dir / "pairs_val.csv", distances.tolist(), float(module.threshold))
+    metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
+    metrics.update(checkpoint=str(cfg.ckpt_path), split=merged.data.split, eval_split=cfg.eval_split)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(format_table(metrics))
+    log.info("metrics and scored pairs written to %s", run_dir)
+    return metrics

@@ -1,0 +1,180 @@
+"""Verification metrics on pair distances, and retrieval metrics on embeddings.
+
+Pairs are scored by distance: a pair is predicted "same" when ``distance < threshold``.
+Ranking metrics use ``similarity(distance)``, which orders pairs like ``-distance``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional.classification import (
+    binary_accuracy,
+    binary_auroc,
+    binary_f1_score,
+    binary_precision,
+    binary_recall,
+    binary_roc,
+)
+
+FAR_LEVELS = (1e-2, 1e-3)
+RECALL_KS = (1, 2, 4, 8)
+
+
+def similarity(distance: torch.Tensor) -> torch.Tensor:
+    """A score in (0, 1] that falls as the distance grows (no saturation for large distances)."""
+    return 1.0 / (1.0 + distance)
+
+
+def best_threshold(distance: torch.Tensor, same: torch.Tensor) -> float:
+    """The threshold that maximises pair accuracy of ``distance < threshold`` (the smallest such).
+
+    Sweeps every cut between consecutive sorted distances, so it is exact on the given pairs.
+    The threshold is representable in ``distance``'s dtype, so the comparison holds there too.
+    """
+    d, order = torch.sort(distance)
+    y = same[order].double()
+    n = len(d)
+    if n == 0:
+        raise ValueError("no pairs to calibrate a threshold on")
+    # Predicting the first i pairs (i = 0..n) "same": correct = positives among them + negatives after.
+    positives_before = torch.cat([torch.zeros(1, dtype=y.dtype), torch.cumsum(y, 0)])
+    cut = torch.arange(n + 1, dtype=y.dtype)
+    correct = positives_before + ((n - y.sum()) - (cut - positives_before))
+    # A cut inside a run of equal distances cannot be made by a threshold.
+    possible = torch.ones(n + 1, dtype=torch.bool)
+    possible[1:n] = d[1:] > d[:-1]
+    best = int(torch.argmax(torch.where(possible, correct, torch.full_like(correct, -1.0))))
+    if best == 0:
+        return float(d[0])
+    if best == n:
+        return float(torch.nextafter(d[-1], torch.tensor(float("inf"), dtype=d.dtype)))
+    low, high = d[best - 1], d[best]
+    middle = (low + high) / 2
+    return float(middle if low < middle else high)
+
+
+def roc_curve(distance: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """False and true positive rates of ``same`` over every threshold (torchmetrics' ROC)."""
+    fpr, tpr, _ = binary_roc(similarity(distance.float()), same.long())
+    return fpr, tpr
+
+
+def equal_error_rate(distance: torch.Tensor, same: torch.Tensor) -> float:
+    """The error rate where false accepts equal false rejects, interpolated on the ROC curve."""
+    fpr, tpr = roc_curve(distance, same)
+    fnr = 1 - tpr
+    crossing = int(torch.nonzero(fpr >= fnr)[0])
+    if crossing == 0:
+        return float(fpr[0])
+    # between points crossing-1 (fpr < fnr) and crossing (fpr >= fnr): where fpr - fnr = 0
+    gap_before = float(fnr[crossing - 1] - fpr[crossing - 1])
+    gap_after = float(fpr[crossing] - fnr[crossing])
+    weight = gap_before / (gap_before + gap_after) if gap_before + gap_after > 0 else 0.0
+    return float(fpr[crossing - 1] + weight * (fpr[crossing] - fpr[crossing - 1]))
+
+
+def tar_at_far(distance: torch.Tensor, same: torch.Tensor, far: float) -> float:
+    """True accept rate at the best threshold whose false accept rate is at most ``far``."""
+    fpr, tpr = roc_curve(distance, same)
+    allowed = fpr <= far + 1e-12
+    return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+def verification_metrics(
+    distance: torch.Tensor,
+    same: torch.Tensor,
+    threshold: float,
+    fixed_threshold: float = 0.5,
+    far_levels: Sequence[float] = (),
+) -> dict[str, float]:
+    """Pair metrics at ``threshold``, accuracy at ``fixed_threshold`` (the tutorial's 0.5), ROC-AUC,
+    and, when ``far_levels`` are given, EER and TAR at each FAR level."""
+    target = same.long()
+    predicted = (distance < threshold).long()
+    metrics = {
+        "acc": binary_accuracy(predicted, target),
+        "precision": binary_precision(predicted, target),
+        "recall": binary_recall(predicted, target),
+        "f1": binary_f1_score(predicted, target),
+        f"acc@{fixed_threshold:g}": binary_accuracy((distance < fixed_threshold).long(), target),
+        "auroc": binary_auroc(similarity(distance.float()), target),
+        "threshold": threshold,
+    }
+    if far_levels:
+        metrics["eer"] = equal_error_rate(distance, same)
+        for far in far_levels:
+            metrics[f"tar@far{far:g}"] = tar_at_far(distance, same, far)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def retrieval_metrics(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    ks: Sequence[int] = RECALL_KS,
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Every embedding a query against all the others, by Euclidean distance.
+
+    ``recall@k``: the share of queries with a same-class image among their k nearest.
+    ``map@r`` (Musgrave et al. 2020, "A Metric Learning Reality Check"): for a query with R
+    other images of its class, the mean over its R nearest neighbours of precision@i at each
+    relevant position i, divided by R. Queries whose class has no other image are left out.
+    Computed ``chunk_size`` queries at a time, so memory grows linearly with the images.
+    """
+    embeddings = embeddings.float()
+    labels = labels.long()
+    n = len(labels)
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    relevant_counts = counts[inverse] - 1  # other images of the query's class
+    depth = min(n - 1, max(max(ks), int(relevant_counts.max())))
+    hits = {k: 0.0 for k in ks}
+    map_sum, queries = 0.0, 0
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        distance = torch.cdist(embeddings[start:stop], embeddings)
+        distance[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not itself
+        nearest = distance.topk(depth, dim=1, largest=False).indices
+        relevant = (labels[nearest] == labels[start:stop, None]).double()
+        r = relevant_counts[start:stop]
+        has_any = r > 0
+        for k in ks:
+            hits[k] += float(relevant[has_any, :k].any(dim=1).sum())
+        ranks = torch.arange(1, depth + 1, dtype=torch.float64)
+        within_r = ranks[None, :] <= r[:, None]
+        precision_at_i = torch.cumsum(relevant, dim=1) / ranks
+        ap = (precision_at_i * relevant * within_r).sum(1)[has_any] / r[has_any]
+        map_sum += float(ap.sum())
+        queries += int(has_any.sum())
+    if queries == 0:
+        raise ValueError("retrieval metrics need a class with at least two images")
+    result = {f"recall@{k}": hits[k] / queries for k in ks}
+    result["map@r"] = map_sum / queries
+    return result
+
+
+class Collector(Metric):
+    """Keeps every value it is given (synced across processes), for metrics over a whole split."""
+
+    full_state_update = False
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        for name in self.names:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, **values: torch.Tensor) -> None:
+        for name in self.names:
+            getattr(self, name).append(values[name].detach())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: _concatenate(getattr(self, name)) for name in self.names}
+
+
+def _concatenate(value: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):  # already concatenated by a cross-process sync
+        return value
+    return torch.cat(value) if value else torch.empty(0)

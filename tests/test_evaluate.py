@@ -1,0 +1,117 @@
+"""src/eval.py and src/verify.py on a checkpoint trained by the tests."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import run_script
+from test_train import scalar_tags
+
+
+@pytest.fixture(scope="module")
+def best_checkpoint(trained_run):
+    run_dir, _ = trained_run
+    return json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+
+
+def read_rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_eval_reproduces_the_training_runs_test_metrics(trained_run, best_checkpoint, tmp_path):
+    run_dir, _ = trained_run
+    result = run_script("src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    for name in ("test_auroc", "test_acc", "test_threshold", "test_eer", "test_recall@1", "test_map@r"):
+        assert evaluated[name] == pytest.approx(trained[name], abs=1e-6), name
+    assert "test_map@r" in result.stdout and "metric" in result.stdout  # the printed table
+    rows = read_rows(tmp_path / "pairs_test.csv")
+    assert rows == read_rows(run_dir / "pairs_test.csv")  # same pairs, distances and predictions
+    threshold = evaluated["test_threshold"]
+    assert all(int(r["predicted_same"]) == int(float(r["distance"]) < threshold) for r in rows)
+    correct = sum(int(r["predicted_same"]) == int(r["same"]) for r in rows)
+    assert correct / len(rows) == pytest.approx(evaluated["test_acc"])
+    assert "test_auroc" in scalar_tags(tmp_path / "tensorboard")
+
+
+def test_eval_overrides_the_checkpoints_config(best_checkpoint, tmp_path):
+    result = run_script(
+        "src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", "data.split=stratified",
+        "data.split_fractions=[0.34,0.33,0.33]", "model.threshold=0.05", f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["split"] == "stratified" and metrics["test_threshold"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing.ckpt", "does not exist"),
+    (lambda p: (p / "bad.ckpt").write_text("not a checkpoint") and p / "bad.ckpt", "is not a readable checkpoint"),
+    (lambda p: torch.save({"state_dict": {}}, p / "foreign.ckpt") or p / "foreign.ckpt",
+     "is not a checkpoint of this project"),
+])
+def test_eval_and_verify_refuse_bad_checkpoints(make, message, tmp_path):
+    path = make(tmp_path)
+    for script, extra in [("src/eval.py", [f"hydra.run.dir={tmp_path / 'eval'}"]), ("src/verify.py", ["image_a=x", "image_b=y"])]:
+        result = run_script(script, f"ckpt_path={path}", *extra)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_verify_one_pair_gives_the_distance_of_evaluation(trained_run, tiny_flowers, best_checkpoint):
+    run_dir, _ = trained_run
+    row = read_rows(run_dir / "pairs_test.csv")[0]
+    base = tiny_flowers / "flowers-102"
+    result = run_script(
+        "src/verify.py", f"ckpt_path={best_checkpoint}", f"image_a={base / row['image_a']}", f"image_b={base / row['image_b']}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    words = result.stdout.split()
+    assert words[0] == "distance" and float(words[1]) == pytest.approx(float(row["distance"]), abs=2e-4)
+    assert words[-1] == ("SAME" if row["predicted_same"] == "1" else "DIFFERENT")
+
+
+@pytest.fixture
+def pairs_folder(trained_run, tiny_flowers, tmp_path):
+    """A folder with images/ and pairs.csv (relative paths, labels) copied from the test pairs."""
+    run_dir, _ = trained_run
+    rows = read_rows(run_dir / "pairs_test.csv")[:6]
+    (tmp_path / "images").mkdir()
+    with open(tmp_path / "pairs.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_a", "image_b", "label"])
+        for row in rows:
+            for column in ("image_a", "image_b"):
+                shutil.copy(tiny_flowers / "flowers-102" / row[column], tmp_path / "images")
+            writer.writerow([f"images/{row['image_a'][4:]}", f"images/{row['image_b'][4:]}", row["same"]])
+    return tmp_path, rows
+
+
+def test_verify_csv_writes_scores_and_prints_metrics(pairs_folder, best_checkpoint):
+    folder, rows = pairs_folder
+    result = run_script("src/verify.py", f"ckpt_path={best_checkpoint}", f"pairs={folder / 'pairs.csv'}",
+                        f"out={folder / 'scored.csv'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = read_rows(folder / "scored.csv")
+    assert [s["same"] for s in scored] == [r["predicted_same"] for r in rows]
+    assert [float(s["distance"]) for s in scored] == pytest.approx([float(r["distance"]) for r in rows], abs=2e-4)
+    assert "auroc" in result.stdout and "eer" in result.stdout
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda text: text.replace("image_b", "picture_b"), "lacks the column(s) image_b"),
+    (lambda text: text.replace("\nimages/", "\nnowhere/", 2).replace("\nnowhere/", "\nimages/", 1), "line 3: image_a"),
+])
+def test_verify_csv_bad_input_leaves_no_output(corrupt, message, pairs_folder, best_checkpoint):
+    folder, _ = pairs_folder
+    (folder / "pairs.csv").write_text(corrupt((folder / "pairs.csv").read_text()))
+    result = run_script("src/verify.py", f"ckpt_path={best_checkpoint}", f"pairs={folder / 'pairs.csv'}",
+                        f"out={folder / 'scored.csv'}")
+    assert result.returncode == 2 and message in result.stderr
+    assert not (folder / "scored.csv").exists() and not list(folder.glob("*.partial"))
