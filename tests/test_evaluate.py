@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import run_script
 from test_train import scalar_tags
@@ -38,6 +39,10 @@ def test_eval_reproduces_the_training_runs_test_metrics(trained_run, best_checkp
     correct = sum(int(r["predicted_same"]) == int(r["same"]) for r in rows)
     assert correct / len(rows) == pytest.approx(evaluated["test_acc"])
     assert "test_auroc" in scalar_tags(tmp_path / "tensorboard")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"figures/test_roc", "figures/test_confusion"} <= set(events.Tags()["images"])
+    assert (tmp_path / "tensorboard" / "projector_config.pbtxt").exists()
 
 
 def test_eval_overrides_the_checkpoints_config(best_checkpoint, tmp_path):

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from siamese.callbacks import PairListWriter
+from siamese.callbacks import PairListWriter, TensorBoardNotebook
 from siamese.cli import format_table
 from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
 from siamese.errors import UserError
@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
         accelerator=cfg.accelerator,
         devices=1,
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[PairListWriter(str(run_dir), splits=())],
+        callbacks=[PairListWriter(str(run_dir), splits=()), TensorBoardNotebook()],
         enable_checkpointing=False,
     )
     if cfg.eval_split == "test":

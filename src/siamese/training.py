@@ -94,9 +94,29 @@ def _floats(values: dict[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in values.items()}
 
 
+# The columns of TensorBoard's HParams tab: name -> key in the run's config.
+HPARAMS = {
+    "backbone": "backbone.name",
+    "trainable_fraction": "backbone.trainable_fraction",
+    "margin": "margin",
+    "batch_size": "batch_size",
+    "lr": "model.optimizer.lr",
+    "backbone_lr": "model.backbone_lr",
+    "embedding_dim": "model.network.embedding_dim",
+    "normalize_embedding": "model.network.normalize_embedding",
+    "image_size": "image_size",
+    "split": "data.split",
+    "augmentation": "data.augmentation",
+    "seed": "seed",
+}
+
+
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """The resolved config and the final metrics, for TensorBoard's HParams tab."""
-    params = OmegaConf.to_container(cfg, resolve=True)
+    """The main hyperparameters and the final metrics, for TensorBoard's HParams tab."""
+    params = {}
+    for name, key in HPARAMS.items():
+        value = OmegaConf.select(cfg, key)
+        params[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):

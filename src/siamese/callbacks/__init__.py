@@ -1,5 +1,6 @@
-"""Callbacks that observe a run and write files about it."""
+"""Callbacks that observe a run and write files or pictures about it."""
 
 from siamese.callbacks.pair_lists import PairListWriter
+from siamese.callbacks.tensorboard_notebook import TensorBoardNotebook
 
-__all__ = ["PairListWriter"]
+__all__ = ["PairListWriter", "TensorBoardNotebook"]

@@ -119,6 +119,7 @@ class PairDataModule(pl.LightningDataModule):
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
+        self.mean, self.std = tuple(mean), tuple(std)
         self.transforms = {
             "train": build_transform(self.image_size, augmentation, mean, std),
             "eval": build_transform(self.image_size, "none", mean, std),

@@ -54,6 +54,8 @@ class SiameseModule(pl.LightningModule):
         self.test_embeddings = Collector(["embedding", "label"])
         # (distance, same) of the last evaluated epoch per split, in dataloader order
         self.scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (embeddings, labels) of the test images of the last test run, in dataloader order
+        self.test_image_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
         # The Hydra config of the run, saved into checkpoints so that they can be evaluated alone.
         self.run_config: dict[str, Any] | None = None
 
@@ -95,7 +97,8 @@ class SiameseModule(pl.LightningModule):
         collected = self.test_embeddings.compute() if self.test_embeddings.update_count else None
         self.test_embeddings.reset()
         if collected is not None:
-            retrieval = retrieval_metrics(collected["embedding"].cpu(), collected["label"].cpu())
+            self.test_image_embeddings = (collected["embedding"].cpu(), collected["label"].cpu())
+            retrieval = retrieval_metrics(*self.test_image_embeddings)
             metrics.update(retrieval)
             self.log_dict({f"test_{name}": value for name, value in retrieval.items()}, add_dataloader_idx=False)
 
