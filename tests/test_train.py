@@ -78,7 +78,7 @@ def test_tensorboard_has_scalars_and_hparams(trained_run):
 def test_same_batches_with_and_without_workers(tiny_flowers):
     loaders = []
     for workers in (0, 2):
-        data = PairDataModule(root=str(tiny_flowers), download=False, image_size=16, batch_size=4,
+        data = PairDataModule(root=str(tiny_flowers), download=False, image_size=32, batch_size=4,
                               augmentation="none", num_workers=workers)
         data.setup()
         loaders.append([torch.cat([a, b]) for a, b, _ in data.val_dataloader()])

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,6 +33,36 @@ def run_config(checkpoint: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(checkpoint["run_config"])
 
 
+def config_with_overrides(
+    checkpoint: dict[str, Any], cfg: DictConfig, overrides: Iterable[str], ignore: Iterable[str] = ()
+) -> DictConfig:
+    """The checkpoint's run config with the keys given on the command line (``overrides``, as
+    Hydra received them) taken from ``cfg``; ``hydra.*`` and the keys in ``ignore`` are skipped."""
+    merged = run_config(checkpoint)
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key.startswith("hydra") or key in ignore:
+            continue
+        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    return merged
+
+
+def check_fits(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Raise a UserError unless the checkpoint's weights fit ``module`` exactly."""
+    expected = module.state_dict()
+    state = checkpoint["state_dict"]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        first = (missing or unexpected or wrong)[0]
+        raise UserError(
+            f"the checkpoint's weights do not fit the model of the config ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first}); "
+            "use the backbone and model settings the checkpoint was trained with"
+        )
+
+
 def module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> SiameseModule:
     """The trained module: built from ``cfg.model`` without downloading weights, then loaded.
 
@@ -40,14 +71,8 @@ def module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> Siame
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["network"]["backbone"].update(weights=None, weights_path=None)  # the checkpoint has them
     module: SiameseModule = instantiate(model_cfg)
-    try:
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise UserError(
-            f"the checkpoint's weights do not fit the model of the config ({first}); "
-            "do not override backbone or model settings of a trained checkpoint"
-        ) from exc
+    check_fits(module, checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
     if cfg.model.get("threshold") is not None:
         module.threshold.fill_(float(cfg.model.threshold))
     module.calibrate_threshold = False

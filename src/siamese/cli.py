@@ -22,6 +22,13 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except SystemExit as exc:
+            from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+            if isinstance(exc, SIGTERMException):  # Lightning stopped on SIGTERM; a callback saved a checkpoint
+                print("error: stopped by SIGTERM; continue with resume=<run dir>", file=sys.stderr)
+                raise SystemExit(143) from None
+            raise
         except Exception as exc:
             user_error = find_user_error(exc)
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":

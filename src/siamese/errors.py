@@ -27,3 +27,16 @@ def check(condition: bool, message: str) -> None:
     """Raise ``UserError(message)`` unless ``condition`` holds."""
     if not condition:
         raise UserError(message)
+
+
+def as_number(value: object, key: str, kind: type = float) -> float | int:
+    """``value`` as a float (or, with ``kind=int``, a whole number), or a UserError naming ``key``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserError(f"{key} must be a number, got {value!r}") from None
+    if kind is int:
+        if not number.is_integer():
+            raise UserError(f"{key} must be a whole number, got {value!r}")
+        return int(number)
+    return number

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pytorch_lightning as pl
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from siamese.callbacks import PairListWriter, TensorBoardNotebook
 from siamese.cli import format_table
-from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
+from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
 from siamese.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -24,24 +23,13 @@ log = logging.getLogger(__name__)
 EVAL_KEYS = ("ckpt_path", "eval_split", "run_dir", "accelerator")
 
 
-def merged_config(cfg: DictConfig, overrides: Iterable[str], checkpoint: dict[str, Any]) -> DictConfig:
-    """The checkpoint's training config, with the keys given on the command line replaced."""
-    merged = run_config(checkpoint)
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        key = override.key_or_group
-        if key.startswith("hydra") or key in EVAL_KEYS:
-            continue
-        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
-    merged.run_dir = cfg.run_dir
-    return merged
-
-
 def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     """Test (or validate) the checkpoint; write metrics.json and the scored pairs into the run dir."""
     if cfg.eval_split not in ("val", "test"):
         raise UserError(f"eval_split must be val or test, got {cfg.eval_split}")
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    merged = merged_config(cfg, overrides, checkpoint)
+    merged = config_with_overrides(checkpoint, cfg, overrides, EVAL_KEYS)
+    merged.run_dir = cfg.run_dir
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(merged, run_dir / "config_resolved.yaml", resolve=True)

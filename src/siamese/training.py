@@ -7,7 +7,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pytorch_lightning as pl
 import torch
@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.cli import format_table
+from siamese.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +33,50 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
+def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
+    """For ``resume=<run dir>``: that run's config (command-line keys still apply), continuing
+    from its newest checkpoint (``last.ckpt``, or ``interrupted.ckpt`` if newer) in that dir."""
+    run_dir = Path(cfg.resume)
+    candidates = [run_dir / "checkpoints" / name for name in ("last.ckpt", "interrupted.ckpt")]
+    candidates = [path for path in candidates if path.is_file()]
+    if not candidates:
+        raise UserError(
+            f"resume={run_dir}: no checkpoints/last.ckpt or checkpoints/interrupted.ckpt there; "
+            "pass the folder of a run written by src/train.py"
+        )
+    ckpt_path = max(candidates, key=lambda path: path.stat().st_mtime)
+    merged = config_with_overrides(load_checkpoint(ckpt_path), cfg, overrides, ("resume", "ckpt_path", "run_dir"))
+    merged.ckpt_path = str(ckpt_path)
+    merged.resume = None
+    return merged
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``."""
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(run_dir)
     OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("ckpt_path"):
+        check_fits(model, load_checkpoint(cfg.ckpt_path))  # a clear error before Lightning's
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     started = time.monotonic()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_seconds = time.monotonic() - started
 
     best_path = _best_checkpoint(trainer)
     ckpt = best_path if best_path else None
     if ckpt is None:
         log.warning("no checkpoint was saved: validating and testing the final weights")
-    val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     metrics: dict[str, Any] = {
         **_floats(val[0] if val else {}),
         **_floats(test[0] if test else {}),
@@ -75,6 +97,19 @@ def train(cfg: DictConfig) -> float | None:
     if name not in metrics:
         raise KeyError(f"optimized_metric '{name}' is not among the run's metrics: {sorted(metrics)}")
     return metrics[name]
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before training, not after hours of it, when the run dir cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to the run dir {run_dir} ({exc.strerror or exc}); choose another with hydra.run.dir=..."
+        ) from exc
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,32 +17,62 @@ from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
 from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
-from siamese.errors import UserError, check
+from siamese.errors import UserError, as_number, check
+
+
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 def read_rgb(path: Path) -> Image.Image:
-    """Open an image file as RGB, or raise a UserError naming the file."""
+    """Open an image file as 8-bit RGB (from grayscale, palette, RGBA, CMYK or 16-bit too),
+    or raise a UserError naming the file."""
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I"):  # 16/32-bit integer grayscale: scale, do not clip
+                pixels = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if pixels.max() > 255 else 255.0
+                image = Image.fromarray((pixels * 255.0 / top).round().astype(np.uint8))
             return image.convert("RGB")
-    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
         raise UserError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
 
 
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable image, from its header and end alone (cheap), or None."""
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            image.verify()
+        if image_format == "JPEG":
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - 1024))
+                if b"\xff\xd9" not in handle.read():  # every complete JPEG ends with an EOI marker
+                    return "truncated JPEG"
+    except (OSError, ValueError, SyntaxError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
 class PairDataset(Dataset):
-    """Indexed by a pair ``(index_a, index_b, same)``: returns both images transformed, and the label."""
+    """Indexed by ``(index_a, index_b, same[, seed])``: both images transformed, and the label.
+
+    With a seed, the transform's randomness comes from it alone (the global state is left as it was).
+    """
 
     def __init__(self, catalog: ImageCatalog, transform: Callable) -> None:
         self.catalog = catalog
         self.transform = transform
 
-    def __getitem__(self, pair: Pair) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        index_a, index_b, same = pair
-        return (
-            self.transform(read_rgb(self.catalog.path(index_a))),
-            self.transform(read_rgb(self.catalog.path(index_b))),
-            torch.tensor(same, dtype=torch.float32),
-        )
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index_a, index_b, same = key[:3]
+        images = [read_rgb(self.catalog.path(index_a)), read_rgb(self.catalog.path(index_b))]
+        if len(key) > 3:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(key[3])
+                tensors = [self.transform(image) for image in images]
+        else:
+            tensors = [self.transform(image) for image in images]
+        return tensors[0], tensors[1], torch.tensor(same, dtype=torch.float32)
 
 
 class ImageDataset(Dataset):
@@ -88,6 +119,7 @@ class PairDataModule(pl.LightningDataModule):
         val_pairs_per_class: int | None = None,
         test_pairs_per_class: int | None = None,
         test_retrieval: bool = True,
+        on_bad_image: str = "error",
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 42,
@@ -97,18 +129,27 @@ class PairDataModule(pl.LightningDataModule):
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
         check(split in SPLITS, f"unknown data.split '{split}'; choose one of: {', '.join(SPLITS)}")
-        check(int(batch_size) >= 2, f"batch_size must be at least 2, got {batch_size}")
-        check(int(image_size) >= 8, f"image_size must be at least 8 pixels, got {image_size}")
-        check(int(num_workers) >= 0, f"data.num_workers must be 0 or more, got {num_workers}")
+        check(
+            on_bad_image in BAD_IMAGE_POLICIES,
+            f"data.on_bad_image must be one of: {', '.join(BAD_IMAGE_POLICIES)}; got {on_bad_image!r}",
+        )
+        batch_size = as_number(batch_size, "batch_size", int)
+        check(batch_size >= 2, f"batch_size must be at least 2, got {batch_size}")
+        image_size = as_number(image_size, "image_size", int)
+        check(image_size >= 32, f"image_size must be at least 32 pixels (the backbones downsample 32 times), got {image_size}")
+        num_workers = as_number(num_workers, "data.num_workers", int)
+        check(num_workers >= 0, f"data.num_workers must be 0 or more, got {num_workers}")
+        seed = as_number(seed, "seed", int)
+        pairs_per_class = {}
         for name, value in [
             ("train", train_pairs_per_class),
             ("val", val_pairs_per_class),
             ("test", test_pairs_per_class),
         ]:
-            check(
-                value is None or int(value) >= 1,
-                f"data.{name}_pairs_per_class must be null (the tutorial's rule) or at least 1, got {value}",
-            )
+            key = f"data.{name}_pairs_per_class"
+            value = None if value is None else as_number(value, key, int)
+            check(value is None or value >= 1, f"{key} must be null (the tutorial's rule) or at least 1, got {value}")
+            pairs_per_class[name] = value
         self.root = root
         self.download = download
         self.dataset = dataset
@@ -124,11 +165,8 @@ class PairDataModule(pl.LightningDataModule):
             "train": build_transform(self.image_size, augmentation, mean, std),
             "eval": build_transform(self.image_size, "none", mean, std),
         }
-        self.pairs_per_class = {
-            "train": train_pairs_per_class,
-            "val": val_pairs_per_class,
-            "test": test_pairs_per_class,
-        }
+        self.pairs_per_class = pairs_per_class
+        self.on_bad_image = on_bad_image
         self.num_workers = int(num_workers)
         self.pin_memory = pin_memory
         self.seed = int(seed)
@@ -145,6 +183,9 @@ class PairDataModule(pl.LightningDataModule):
             return
         catalog = load_source(self.dataset, self.root, self.download)
         splits = split_indices(catalog, self.split, self.split_fractions, self.seed, self.class_split_fractions)
+        bad = self._bad_images(catalog)
+        if len(bad):
+            splits = {name: indices[~np.isin(indices, bad)] for name, indices in splits.items()}
         self.samplers = {
             name: PairSampler(
                 indices,
@@ -157,6 +198,21 @@ class PairDataModule(pl.LightningDataModule):
             for name, indices in splits.items()
         }
         self.catalog, self.splits = catalog, splits
+
+    def _bad_images(self, catalog: ImageCatalog) -> np.ndarray:
+        """Indices of unusable images: an error naming the first, or (``skip``) a warning with the count."""
+        problems = [(index, image_problem(catalog.path(index))) for index in range(len(catalog))]
+        bad = [(index, problem) for index, problem in problems if problem is not None]
+        if not bad:
+            return np.empty(0, dtype=np.int64)
+        first, problem = bad[0]
+        if self.on_bad_image == "error":
+            raise UserError(
+                f"{len(bad)} unreadable image(s), first {catalog.path(first)} ({problem}); remove or replace "
+                "them, or set data.on_bad_image=skip"
+            )
+        warnings.warn(f"skipping {len(bad)} unreadable image(s), first {catalog.path(first)} ({problem})", stacklevel=2)
+        return np.array([index for index, _ in bad], dtype=np.int64)
 
     def pairs(self, split: str) -> list[Pair]:
         """The pairs a split's dataloader yields (for "train": those of the current epoch)."""

@@ -29,11 +29,15 @@ def default_pairs_per_class(labels: np.ndarray) -> int:
 class PairSampler(Sampler[Pair]):
     """Balanced pairs over ``indices`` (catalog indices whose classes are ``labels``).
 
-    Each class with at least two images gives ``pairs_per_class`` positive pairs (distinct
-    where the class has enough images) and as many negatives, pairing one of its images with
+    Each class with at least two images gives ``pairs_per_class`` distinct positive pairs
+    (more than a class can give is an error) and as many negatives, pairing one of its images with
     an image of another class chosen uniformly. The pairs depend only on ``seed``, ``stream``
     and the epoch: ``resample=True`` draws new ones each epoch (training; Lightning calls
     ``set_epoch``), ``resample=False`` keeps epoch 0's forever (validation and test).
+
+    Iterating yields ``(index_a, index_b, same, sample_seed)``: the seed of that sample's
+    augmentation, so that what an epoch sees does not depend on workers, on other uses of the
+    global random state, or on whether the run was resumed.
     """
 
     def __init__(
@@ -67,12 +71,21 @@ class PairSampler(Sampler[Pair]):
         )
         if self.pairs_per_class < 1:
             raise UserError(f"data.{stream}_pairs_per_class must be at least 1, got {pairs_per_class}")
+        possible = {int(c): n * (n - 1) // 2 for c, n in zip(classes, counts) if n >= 2}
+        too_small = [c for c, n in possible.items() if n < self.pairs_per_class]
+        if too_small:
+            c = too_small[0]
+            raise UserError(
+                f"data.{stream}_pairs_per_class={self.pairs_per_class} asks for more positive pairs than "
+                f"{len(too_small)} class(es) of the {stream} split can give (class {c}: {possible[c]} distinct "
+                "pairs); lower it, or set it to null for the tutorial's rule"
+            )
         self.seed = int(seed)
         self.stream = stream
         self.resample = resample
         self.epoch = 0
         self._members = {int(c): self.indices[self.labels == c] for c in classes}
-        self._cache: tuple[int, list[Pair]] | None = None
+        self._cache: tuple[int, list[Pair], list[int]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -80,16 +93,21 @@ class PairSampler(Sampler[Pair]):
     def __len__(self) -> int:
         return 2 * self.pairs_per_class * len(self.pair_classes)
 
-    def __iter__(self) -> Iterator[Pair]:
-        return iter(self.pairs())
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        pairs, seeds = self._epoch()
+        return iter([(*pair, seed) for pair, seed in zip(pairs, seeds)])
 
     def pairs(self) -> list[Pair]:
         """The pairs of the current epoch (of epoch 0 when not resampling), in sampling order."""
+        return self._epoch()[0]
+
+    def _epoch(self) -> tuple[list[Pair], list[int]]:
         epoch = self.epoch if self.resample else 0
         if self._cache is None or self._cache[0] != epoch:
             rng = np.random.default_rng([self.seed, STREAMS.get(self.stream, 3), epoch])
-            self._cache = (epoch, self._draw(rng))
-        return self._cache[1]
+            pairs = self._draw(rng)
+            self._cache = (epoch, pairs, rng.integers(0, 2**31 - 1, size=len(pairs)).tolist())
+        return self._cache[1], self._cache[2]
 
     def _draw(self, rng: np.random.Generator) -> list[Pair]:
         classes = list(self._members)
@@ -110,13 +128,9 @@ class PairSampler(Sampler[Pair]):
 
 
 def _distinct_pairs(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``k`` pairs (i, j), i != j, of positions 0..n-1: all distinct while n*(n-1)/2 allows."""
+    """``k`` distinct pairs (i, j), i != j, of positions 0..n-1 (k <= n*(n-1)/2)."""
     first, second = np.triu_indices(n, k=1)
-    total = len(first)
-    repeats, rest = divmod(k, total)
-    chosen = np.concatenate(
-        [rng.permutation(total) for _ in range(repeats)] + [rng.choice(total, size=rest, replace=False)]
-    )
+    chosen = rng.choice(len(first), size=k, replace=False)
     i, j = first[chosen], second[chosen]
     swap = rng.random(k) < 0.5  # random order within a pair, so neither side is always the lower index
     return np.where(swap, j, i), np.where(swap, i, j)

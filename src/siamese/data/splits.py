@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from siamese.data.sources import ImageCatalog
-from siamese.errors import UserError
+from siamese.errors import UserError, as_number
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLITS = ("official", "stratified", "unseen_classes")
@@ -15,7 +15,9 @@ SPLITS = ("official", "stratified", "unseen_classes")
 
 def check_fractions(fractions: Sequence[float], key: str = "data.split_fractions") -> tuple[float, float, float]:
     """Validate train/val/test fractions: three positive numbers that sum to 1."""
-    values = tuple(float(f) for f in fractions)
+    if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__len__"):
+        raise UserError(f"{key} must be a list of three numbers (train, val, test), got {fractions!r}")
+    values = tuple(as_number(f, key) for f in fractions)
     if len(values) != 3 or any(f <= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
         raise UserError(
             f"{key} must be three positive numbers (train, val, test) that sum to 1, got {list(fractions)}"

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision import models
 
-from siamese.errors import UserError
+from siamese.errors import UserError, as_number
 
 
 def _features_trunk(model: nn.Module) -> nn.Module:
@@ -122,7 +122,8 @@ class Backbone(nn.Module):
         train_batchnorm: bool = False,
     ) -> None:
         super().__init__()
-        if not 0.0 <= float(trainable_fraction) <= 1.0:
+        trainable_fraction = as_number(trainable_fraction, "backbone.trainable_fraction")
+        if not 0.0 <= trainable_fraction <= 1.0:
             raise UserError(f"backbone.trainable_fraction must be between 0 and 1, got {trainable_fraction}")
         self.name = name
         classifier = build_classifier(name, weights, weights_path)  # checks the name first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from siamese.errors import UserError
+from siamese.errors import UserError, as_number
 
 
 class ContrastiveLoss(nn.Module):
@@ -16,9 +16,10 @@ class ContrastiveLoss(nn.Module):
 
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()
-        if not float(margin) > 0:
+        margin = as_number(margin, "margin")
+        if not margin > 0:
             raise UserError(f"margin must be positive, got {margin}")
-        self.margin = float(margin)
+        self.margin = margin
 
     def forward(self, distance: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         same = same.to(distance.dtype)

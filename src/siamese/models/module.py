@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from siamese.errors import UserError
 from siamese.metrics import FAR_LEVELS, Collector, best_threshold, retrieval_metrics, verification_metrics
 from siamese.models.network import SiameseNetwork
 
@@ -65,6 +66,11 @@ class SiameseModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images_a, images_b, same = batch
         loss = self.loss(self(images_a, images_b), same)
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower the learning rate (model.optimizer.lr) — the checkpoints saved so far are kept"
+            )
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(same))
         return loss
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from siamese.errors import UserError
+from siamese.errors import UserError, as_number
 from siamese.models.backbones import Backbone
 
 
@@ -30,7 +30,8 @@ class SiameseNetwork(nn.Module):
 
     def __init__(self, backbone: Backbone, embedding_dim: int = 64, normalize_embedding: bool = True) -> None:
         super().__init__()
-        if int(embedding_dim) < 1:
+        embedding_dim = as_number(embedding_dim, "model.network.embedding_dim", int)
+        if embedding_dim < 1:
             raise UserError(f"model.network.embedding_dim must be at least 1, got {embedding_dim}")
         self.backbone = backbone
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -1,0 +1,47 @@
+"""Test-only pieces that a training subprocess loads through Hydra (PYTHONPATH=tests)."""
+
+import os
+import signal
+
+import pytorch_lightning as pl
+import torch
+
+from siamese.models.losses import ContrastiveLoss
+
+
+class SignalAt(pl.Callback):
+    """Send ``signal_name`` to this process at the start of batch ``batch`` of epoch ``epoch``."""
+
+    def __init__(self, epoch: int, batch: int = 0, signal_name: str = "SIGKILL") -> None:
+        self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signal)
+
+
+class NaNAfter(ContrastiveLoss):
+    """The contrastive loss, until ``steps`` training steps have passed: then NaN."""
+
+    def __init__(self, margin: float = 1.0, steps: int = 3) -> None:
+        super().__init__(margin)
+        self.steps, self.calls = steps, 0
+
+    def forward(self, distance, same):
+        loss = super().forward(distance, same)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                return loss * torch.tensor(float("nan"))
+        return loss
+
+
+class Payload:
+    """Unpickling this creates the file ``path``: what a malicious checkpoint could do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+

@@ -1,0 +1,233 @@
+"""Bad input gets one clear line; interrupted runs resume; same seed, same numbers; safe loading."""
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, compose_train, run_script, tiny_overrides, write_image_folder
+from helpers import Payload
+from siamese.data.datamodule import PairDataModule, read_rgb
+from siamese.data.pairs import PairSampler
+from siamese.data.sources import load_flowers102, load_image_folder
+from siamese.data.transforms import build_transform
+from siamese.errors import UserError, find_user_error
+from siamese.models.backbones import Backbone
+from siamese.training import train
+
+TESTS = str(Path(__file__).parent)
+
+
+def user_error_of(func, *args, **kwargs) -> str:
+    with pytest.raises(Exception) as caught:
+        func(*args, **kwargs)
+    error = find_user_error(caught.value)
+    assert error is not None, f"not a UserError: {caught.value!r}"
+    return str(error)
+
+
+# ------------------------------------------------------------------------------------------ data
+@pytest.fixture
+def folder(tmp_path):
+    return write_image_folder(tmp_path / "images", {"a": 6, "b": 6, "c": 6})
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda path: path.write_bytes(b"this is not a picture"), "cannot identify image file"),
+    (lambda path: path.write_bytes(path.read_bytes()[:-10]), "truncated JPEG"),
+])
+def test_unreadable_images_are_found_before_training(folder, damage, problem):
+    damage(folder / "b" / "2.jpg")
+    data = PairDataModule(root=str(folder), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
+    message = user_error_of(data.setup)
+    assert f"1 unreadable image(s), first {folder / 'b' / '2.jpg'}" in message and problem in message
+    assert "data.on_bad_image=skip" in message
+
+
+def test_skip_leaves_bad_images_out_with_one_warning(folder):
+    (folder / "a" / "0.jpg").write_bytes(b"broken")
+    (folder / "c" / "4.jpg").write_bytes(b"")
+    data = PairDataModule(root=str(folder), dataset="imagefolder", split="stratified",
+                          split_fractions=(0.34, 0.33, 0.33), on_bad_image="skip")
+    with pytest.warns(UserWarning, match="skipping 2 unreadable image") as record:
+        data.setup()
+    assert len([w for w in record if "unreadable" in str(w.message)]) == 1
+    kept = np.concatenate(list(data.splits.values()))
+    assert len(kept) == 16
+    assert not {"a/0.jpg", "c/4.jpg"} & {data.catalog.files[i] for i in kept}
+
+
+def test_files_that_are_not_images_are_ignored(folder):
+    (folder / "a" / "notes.txt").write_text("not an image")
+    assert "a/notes.txt" not in load_image_folder(folder).files
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
+def test_unusual_image_modes_become_rgb(mode, tmp_path):
+    if mode == "I;16":
+        image = Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16))  # 32896 / 257 = 128
+    else:
+        image = Image.new("RGB", (8, 8), (200, 100, 50)).convert(mode)
+    path = tmp_path / f"image.{'jpg' if mode == 'CMYK' else 'png'}"
+    image.save(path)
+    rgb = read_rgb(path)
+    assert rgb.mode == "RGB" and rgb.size == (8, 8)
+    if mode == "I;16":
+        assert np.asarray(rgb)[0, 0].tolist() == [128, 128, 128]  # scaled, not clipped to white
+
+
+def test_images_smaller_than_the_input_size_are_resized(tmp_path):
+    Image.new("RGB", (4, 3), (10, 20, 30)).save(tmp_path / "tiny.png")
+    assert build_transform(32)(read_rgb(tmp_path / "tiny.png")).shape == (3, 32, 32)
+
+
+def test_flowers102_download_without_network_says_what_to_do(monkeypatch, tmp_path):
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    message = user_error_of(load_flowers102, tmp_path, download=True)
+    assert message.startswith("could not download Flowers102") and "data.download=false" in message
+
+
+def test_too_many_pairs_for_a_small_dataset():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    message = user_error_of(PairSampler, np.arange(7), labels, pairs_per_class=4, stream="val")
+    assert "data.val_pairs_per_class=4 asks for more positive pairs than 1 class(es)" in message
+
+
+# ---------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("override, message", [
+    ("margin=abc", "margin must be a number, got 'abc'"),
+    ("batch_size=8.5", "batch_size must be a whole number"),
+    ("model.network.embedding_dim=0", "embedding_dim must be at least 1"),
+    ("image_size=16", "image_size must be at least 32 pixels"),
+    ("backbone.trainable_fraction=-0.5", "trainable_fraction must be between 0 and 1"),
+    ("data.split_fractions=[0.5,0.2,0.2]", "must be three positive numbers (train, val, test) that sum to 1"),
+    ("data.split_fractions=[0.9,0.1,0.0]", "must be three positive numbers"),
+    ("data.on_bad_image=ignore", "data.on_bad_image must be one of: error, skip"),
+])
+def test_bad_config_values(override, message, tiny_flowers, tmp_path):
+    cfg = compose_train(tiny_overrides(tiny_flowers) + [override], tmp_path)
+    assert message in user_error_of(train, cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("marginn=1.0", "Key 'marginn' is not in struct"),
+    ("backbone=vgg99", "Available options in 'backbone':\n\tefficientnet_b0\n\tmobilenet_v2"),
+])
+def test_unknown_keys_and_options_get_hydras_message(override, message, tmp_path):
+    result = run_script("src/train.py", override, f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_run_dir_that_cannot_be_written_is_reported_first(tiny_flowers, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    cfg = compose_train(tiny_overrides(tiny_flowers), tmp_path / "a_file" / "run")
+    assert "cannot write to the run dir" in user_error_of(train, cfg)
+
+
+# --------------------------------------------------------------------------- checkpoints, weights
+def test_checkpoint_of_another_backbone_is_refused(trained_run, tiny_flowers, tmp_path):
+    run_dir, _ = trained_run  # trained with resnet18
+    cfg = compose_train(
+        tiny_overrides(tiny_flowers) + ["backbone=mobilenet_v2", "backbone.weights=null",
+                                        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path,
+    )
+    assert "the checkpoint's weights do not fit the model" in user_error_of(train, cfg)
+
+
+def test_crafted_pickles_are_refused_and_run_nothing(tiny_flowers, tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": Payload(str(marker)), "run_config": {}}, tmp_path / "evil.ckpt")
+    assert "not a readable" in user_error_of(Backbone, "mobilenet_v2", weights_path=str(tmp_path / "evil.ckpt"))
+    cfg = compose_train(tiny_overrides(tiny_flowers) + [f"ckpt_path={tmp_path / 'evil.ckpt'}"], tmp_path / "run")
+    assert "not a readable checkpoint" in user_error_of(train, cfg)
+    for script, extra in [("src/eval.py", [f"hydra.run.dir={tmp_path / 'eval'}"]),
+                          ("src/verify.py", ["image_a=a.jpg", "image_b=b.jpg"])]:
+        result = run_script(script, f"ckpt_path={tmp_path / 'evil.ckpt'}", *extra)
+        assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------------------- runtime
+def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(tiny_flowers, tmp_path):
+    cfg = compose_train(
+        tiny_overrides(tiny_flowers) + ["trainer.max_epochs=3", "model.loss._target_=helpers.NaNAfter", "+model.loss.steps=3"],
+        tmp_path,
+    )
+    message = user_error_of(train, cfg)
+    assert "the training loss became nan at epoch 1, step 3" in message  # 2 steps per epoch
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def train_command(data_root, run_dir, *extra):
+    return ["src/train.py", *tiny_overrides(data_root), "trainer.max_epochs=4", "trainer.deterministic=true",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+def run_with_tests_on_path(*args):
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    import subprocess
+
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 1)])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code, tiny_flowers, tmp_path):
+    killer = [f"+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=1", f"+callbacks.stop.signal_name={signal_name}"]
+    result = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path, *killer))
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    interrupted = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert interrupted["epoch"] == 1
+    if signal_name == "SIGTERM":
+        assert result.stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; continue with resume=<run dir>"
+
+
+def test_run_killed_in_epoch_3_resumes_to_the_same_numbers(tiny_flowers, tmp_path):
+    whole = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killer = ["+callbacks.kill._target_=helpers.SignalAt", "+callbacks.kill.epoch=2", "+callbacks.kill.batch=1"]
+    killed = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path / "killed", *killer))
+    assert killed.returncode == -9
+    last = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # epochs 0 and 1 done: only epoch 2 is redone
+    # the killer callback is part of the run's saved config: switch it off for the resumed part
+    resumed = run_with_tests_on_path("src/train.py", f"resume={tmp_path / 'killed'}", "+callbacks.kill=null",
+                                     f"hydra.run.dir={tmp_path / 'again'}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "killed" / "metrics.json").read_text())  # the same run dir
+    for name in ("val_loss", "val_auroc", "val_threshold", "test_loss", "test_acc", "test_auroc", "test_map@r", "best_epoch"):
+        assert got[name] == pytest.approx(expected[name], abs=1e-6), name
+    assert got["epochs_trained"] == 4
+
+
+def test_resume_needs_a_run_dir_with_checkpoints(tmp_path):
+    result = run_script("src/train.py", f"resume={tmp_path}", f"hydra.run.dir={tmp_path / 'new'}")
+    assert result.returncode == 2 and "no checkpoints/last.ckpt or checkpoints/interrupted.ckpt" in result.stderr
+
+
+# ------------------------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_seed_gives_the_same_metrics(workers, tiny_flowers, tmp_path):
+    results = []
+    for name in ("first", "second"):
+        cfg = compose_train(tiny_overrides(tiny_flowers) + ["trainer.deterministic=true", f"data.num_workers={workers}",
+                                                            "callbacks.tensorboard_notebook=null"], tmp_path / name)
+        train(cfg)
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        results.append({k: v for k, v in metrics.items() if k not in ("fit_seconds", "best_checkpoint")})
+    assert results[0] == results[1]
