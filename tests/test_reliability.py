@@ -185,8 +185,10 @@ def run_with_tests_on_path(*args):
 
 
 @pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 1)])
-def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code, tiny_flowers, tmp_path):
-    killer = [f"+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=1", f"+callbacks.stop.signal_name={signal_name}"]
+@pytest.mark.parametrize("batch", [0, 1])  # 1: the epoch's last batch
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code, batch, tiny_flowers, tmp_path):
+    killer = ["+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=1", f"+callbacks.stop.batch={batch}",
+              f"+callbacks.stop.signal_name={signal_name}"]
     result = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path, *killer))
     assert result.returncode == code, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -194,6 +196,10 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code
     assert interrupted["epoch"] == 1
     if signal_name == "SIGTERM":
         assert result.stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; continue with resume=<run dir>"
+    resumed = run_with_tests_on_path("src/train.py", f"resume={tmp_path}", "+callbacks.stop=null",
+                                     f"hydra.run.dir={tmp_path / 'again'}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_trained"] == 4
 
 
 def test_run_killed_in_epoch_3_resumes_to_the_same_numbers(tiny_flowers, tmp_path):

@@ -34,19 +34,23 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
-    """For ``resume=<run dir>``: that run's config (command-line keys still apply), continuing
-    from its newest checkpoint (``last.ckpt``, or ``interrupted.ckpt`` if newer) in that dir."""
-    run_dir = Path(cfg.resume)
-    candidates = [run_dir / "checkpoints" / name for name in ("last.ckpt", "interrupted.ckpt")]
-    candidates = [path for path in candidates if path.is_file()]
-    if not candidates:
+    """For ``resume=<run dir>``: that run's config (command-line keys still apply), continuing in
+    that dir from the end of its last complete epoch (``last.ckpt``).
+
+    A run stopped during its first epoch has only ``interrupted.ckpt`` (weights at the moment
+    of the stop, for eval.py or verify.py): it starts again from scratch with its config.
+    Resuming from the middle of an epoch is not reproducible, so it is never done.
+    """
+    checkpoints = Path(cfg.resume) / "checkpoints"
+    last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
+    if not last.is_file() and not interrupted.is_file():
         raise UserError(
-            f"resume={run_dir}: no checkpoints/last.ckpt or checkpoints/interrupted.ckpt there; "
+            f"resume={cfg.resume}: no checkpoints/last.ckpt or checkpoints/interrupted.ckpt there; "
             "pass the folder of a run written by src/train.py"
         )
-    ckpt_path = max(candidates, key=lambda path: path.stat().st_mtime)
-    merged = config_with_overrides(load_checkpoint(ckpt_path), cfg, overrides, ("resume", "ckpt_path", "run_dir"))
-    merged.ckpt_path = str(ckpt_path)
+    source = last if last.is_file() else interrupted
+    merged = config_with_overrides(load_checkpoint(source), cfg, overrides, ("resume", "ckpt_path", "run_dir"))
+    merged.ckpt_path = str(last) if last.is_file() else None
     merged.resume = None
     return merged
 
