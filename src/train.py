@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from siamese.cli import report_user_errors
@@ -14,8 +17,13 @@ from siamese.cli import report_user_errors
 def main(cfg: DictConfig) -> float | None:
     from siamese.training import resume_config, train  # imported here so that --help answers fast
 
+    hydra_cfg = HydraConfig.get()
     if cfg.get("resume"):
-        cfg = resume_config(cfg, HydraConfig.get().overrides.task)
+        cfg = resume_config(cfg, hydra_cfg.overrides.task)
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded; the sweep goes on
+        from siamese.sweeps import record_failure
+
+        return record_failure(lambda: train(cfg), Path(hydra_cfg.runtime.output_dir))
     return train(cfg)
 
 

@@ -140,10 +140,11 @@ def test_multirun_writes_one_run_per_job(tiny_flowers, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     margins = []
-    for job in ("0", "1"):
-        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+    for number in ("0", "1"):
+        (job,) = tmp_path.glob(f"{number}_*")
+        metrics = json.loads((job / "metrics.json").read_text())
         assert metrics["epochs_trained"] == 1
-        assert "val_loss" in scalar_tags(tmp_path / job / "tensorboard")
-        margins.append([l for l in (tmp_path / job / "config_resolved.yaml").read_text().splitlines()
+        assert "val_loss" in scalar_tags(job / "tensorboard")
+        margins.append([l for l in (job / "config_resolved.yaml").read_text().splitlines()
                         if l.startswith("margin:")][0])
     assert margins == ["margin: 0.5", "margin: 1.0"]

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 from typing import Any, Callable, TypeVar
 
+from omegaconf import OmegaConf
+
 from siamese.errors import find_user_error
 
 T = TypeVar("T")
+
+
+def job_dirname(overrides: str, limit: int = 160) -> str:
+    """A sweep job's folder name from its overrides: no "/", and long ones cut with a hash kept."""
+    name = overrides.replace("/", "_")
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+# conf/hydra/default.yaml names sweep job folders with it.
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
 
 def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:

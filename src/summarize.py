@@ -1,0 +1,27 @@
+"""Summarise a sweep: ``python src/summarize.py outputs/multirun/<sweep> [--metric val_auroc]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a folder written by python src/train.py -m ...")
+    parser.add_argument("--metric", default="val_loss", help="the metric to sort by (default: val_loss)")
+    args = parser.parse_args()
+    from siamese.sweeps import summarize
+
+    try:
+        rows = summarize(args.sweep_dir, args.metric)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((args.sweep_dir / "summary.md").read_text())
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

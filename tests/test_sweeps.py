@@ -1,0 +1,70 @@
+"""Sweeps: readable job folders, a failing job among ok ones, the summary files."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import run_script, tiny_overrides
+from siamese.cli import job_dirname
+from siamese.sweeps import mean_std, summarize
+
+
+def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
+    result = run_script(
+        "src/train.py", "-m", "margin=0.5,-1,1.0", *tiny_overrides(tiny_flowers), "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert jobs[0].startswith("0_") and "margin=0.5" in jobs[0] and "data.root" not in jobs[0]
+    assert "margin=-1" in jobs[1] and "margin=1.0" in jobs[2]
+    failed = json.loads((tmp_path / jobs[1] / "failed.json").read_text())
+    assert failed == {"error": "margin must be positive, got -1.0"}
+    with open(tmp_path / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]  # sorted by val_loss, failed last
+    assert float(rows[0]["val_loss"]) <= float(rows[1]["val_loss"])
+    assert rows[2]["error"] == "margin must be positive, got -1.0"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| failed |" in summary and "margin must be positive" in summary
+    assert (tmp_path / "summary.png").stat().st_size > 1000
+
+
+def fake_job(sweep, name, overrides, metrics=None, error=None):
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    if error is not None:
+        (job / "failed.json").write_text(json.dumps({"error": error}))
+
+
+def test_mean_and_std_over_seeds(tmp_path):
+    values = {("0.5", "1"): 0.70, ("0.5", "2"): 0.80, ("0.5", "3"): 0.90, ("1.0", "1"): 0.60, ("1.0", "2"): 0.62}
+    for k, ((margin, seed), auroc) in enumerate(values.items()):
+        fake_job(tmp_path, f"{k}_m{margin}_s{seed}", [f"margin={margin}", f"seed={seed}"],
+                 {"val_loss": 1 - auroc, "val_auroc": auroc, "test_auroc": auroc - 0.1})
+    fake_job(tmp_path, "5_broken", ["margin=2.0", "seed=1"], error="NaN")
+    rows = summarize(tmp_path, "val_auroc")
+    assert [r["val_auroc"] for r in rows[:5]] == [0.9, 0.8, 0.7, 0.62, 0.6] and rows[5]["status"] == "failed"
+    summary = (tmp_path / "summary.md").read_text()
+    # margin 0.5: mean 0.8, sample std 0.1; margin 1.0: mean 0.61, sample std 0.0141
+    assert "| margin=0.5 | 3 |" in summary and "0.8000 ± 0.1000" in summary
+    assert "| margin=1.0 | 2 |" in summary and "0.6100 ± 0.0141" in summary
+    assert mean_std([2.0, 4.0, 6.0]) == (4.0, 2.0) and mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_long_job_names_are_cut_but_stay_unique():
+    short = job_dirname("margin=0.5,data.root=../x")
+    assert short == "margin=0.5,data.root=.._x"
+    long_a, long_b = job_dirname("a=1," * 60), job_dirname("a=1," * 61)
+    assert len(long_a) < 180 and long_a != long_b
+
+
+def test_summarize_script(tmp_path):
+    fake_job(tmp_path, "0_margin=1", ["margin=1"], {"val_loss": 0.2, "val_auroc": 0.8})
+    result = run_script("src/summarize.py", str(tmp_path))
+    assert result.returncode == 0 and "| 0_margin=1 | margin=1 | ok |" in result.stdout
+    assert run_script("src/summarize.py", str(tmp_path / "nope")).returncode == 2
