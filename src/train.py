@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,9 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     if cfg.get("resume"):
         cfg = resume_config(cfg, hydra_cfg.overrides.task)
+    n_jobs = hydra_cfg.launcher.get("n_jobs")  # the joblib launcher runs n_jobs jobs side by side
+    if cfg.get("threads") is None and isinstance(n_jobs, int) and n_jobs > 0:
+        cfg.threads = max(1, (os.cpu_count() or 1) // n_jobs)
     if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded; the sweep goes on
         from siamese.sweeps import record_failure
 

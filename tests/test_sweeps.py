@@ -68,3 +68,35 @@ def test_summarize_script(tmp_path):
     result = run_script("src/summarize.py", str(tmp_path))
     assert result.returncode == 0 and "| 0_margin=1 | margin=1 | ok |" in result.stdout
     assert run_script("src/summarize.py", str(tmp_path / "nope")).returncode == 2
+
+
+def test_optuna_search_continues_its_study(tiny_flowers, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    command = ["src/train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+               f"hydra.sweeper.storage=sqlite:///{tmp_path}/db/study.db", f"hydra.sweep.dir={tmp_path}/sweep",
+               *tiny_overrides(tiny_flowers), "trainer.max_epochs=1"]
+    for _ in range(2):  # the second command is the same one, run again as after a crash
+        result = run_script(*command)
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="optuna_search", storage=f"sqlite:///{tmp_path}/db/study.db")
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len([p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]) == 4  # no trial folder overwritten
+    with open(tmp_path / "sweep" / "summary.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launchers_run_two_jobs(launcher, tiny_flowers, tmp_path):
+    pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": "hydra_plugins.hydra_submitit_launcher"}[launcher])
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    result = run_script("src/train.py", "-m", f"hydra/launcher={launcher}", *extra, "margin=0.5,1.0",
+                        *tiny_overrides(tiny_flowers), "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / "metrics.json").exists())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    metrics = [json.loads((p / "metrics.json").read_text()) for p in jobs]
+    if launcher == "joblib":  # 2 parallel jobs share the cores
+        import os
+
+        assert all(m["torch_threads"] == max(1, (os.cpu_count() or 1) // 2) for m in metrics)
+    assert (tmp_path / "summary.csv").exists()

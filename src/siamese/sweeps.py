@@ -151,7 +151,13 @@ def _plot(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path)
 
 
 class SweepSummary(Callback):
-    """Hydra callback: summarise the sweep dir when a multirun ends."""
+    """Hydra callback: summarise the sweep dir when a multirun ends (and, before it starts,
+    create the folder of an Optuna sqlite storage, which sqlite will not do itself)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        storage = str(config.hydra.sweeper.get("storage") or "")
+        if storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -58,6 +58,8 @@ def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
 def train(cfg: DictConfig) -> float | None:
     """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``."""
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.run_dir)
     _check_writable(run_dir)
     OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
@@ -88,6 +90,7 @@ def train(cfg: DictConfig) -> float | None:
         "best_checkpoint": str(best_path) if best_path else None,
         "epochs_trained": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 1),
+        "torch_threads": torch.get_num_threads(),
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
