@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from siamese.errors import UserError
+from siamese.models.backbones import state_dict_mismatch
 from siamese.models.module import SiameseModule
 
 
@@ -49,16 +50,10 @@ def config_with_overrides(
 
 def check_fits(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
     """Raise a UserError unless the checkpoint's weights fit ``module`` exactly."""
-    expected = module.state_dict()
-    state = checkpoint["state_dict"]
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        first = (missing or unexpected or wrong)[0]
+    mismatch = state_dict_mismatch(module, checkpoint["state_dict"])
+    if mismatch:
         raise UserError(
-            f"the checkpoint's weights do not fit the model of the config ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first}); "
+            f"the checkpoint's weights do not fit the model of the config ({mismatch}); "
             "use the backbone and model settings the checkpoint was trained with"
         )
 

@@ -129,7 +129,7 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
 def _checkpoint_epoch(path: str | None) -> int | None:
     if path is None:
         return None
-    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    return int(load_checkpoint(path)["epoch"])
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:

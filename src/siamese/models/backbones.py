@@ -71,6 +71,21 @@ def build_classifier(name: str, weights: str | None = "DEFAULT", weights_path: s
         ) from exc
 
 
+def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
+    """How ``state`` fails to fit ``model`` exactly (missing, unexpected, reshaped keys), or None."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    details = [
+        f"{len(keys)} {what} (first: {keys[0]})"
+        for what, keys in [("missing keys", missing), ("unexpected keys", unexpected),
+                           ("tensors of another shape", wrong_shape)]
+        if keys
+    ]
+    return ", ".join(details) or None
+
+
 def load_state_dict_file(model: nn.Module, path: Path, name: str) -> None:
     """Load a state_dict file into ``model`` strictly, turning every way it can fail into a UserError."""
     if not path.is_file():
@@ -84,19 +99,10 @@ def load_state_dict_file(model: nn.Module, path: Path, name: str) -> None:
         ) from exc
     if not isinstance(state, dict):
         raise UserError(f"backbone.weights_path {path} holds a {type(state).__name__}, not a state_dict")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong_shape:
-        details = [
-            f"{len(keys)} {what} (first: {keys[0]})"
-            for what, keys in [("missing keys", missing), ("unexpected keys", unexpected),
-                               ("tensors of another shape", wrong_shape)]
-            if keys
-        ]
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
         raise UserError(
-            f"backbone.weights_path {path} does not match torchvision's {name}: {', '.join(details)}; "
+            f"backbone.weights_path {path} does not match torchvision's {name}: {mismatch}; "
             "use weights saved from that model or pick the matching backbone"
         )
     model.load_state_dict(state, strict=True)
