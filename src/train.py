@@ -16,7 +16,8 @@ from siamese.cli import report_user_errors
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
-    from siamese.training import resume_config, train  # imported here so that --help answers fast
+    from siamese.distributed import separate_ddp_jobs  # imported here so that --help answers fast
+    from siamese.training import resume_config, train
 
     hydra_cfg = HydraConfig.get()
     if cfg.get("resume"):
@@ -27,8 +28,10 @@ def main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded; the sweep goes on
         from siamese.sweeps import record_failure
 
-        return record_failure(lambda: train(cfg), Path(hydra_cfg.runtime.output_dir))
-    return train(cfg)
+        with separate_ddp_jobs():
+            return record_failure(lambda: train(cfg), Path(hydra_cfg.runtime.output_dir))
+    with separate_ddp_jobs():
+        return train(cfg)
 
 
 if __name__ == "__main__":

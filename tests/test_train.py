@@ -81,7 +81,7 @@ def test_same_batches_with_and_without_workers(tiny_flowers):
         data = PairDataModule(root=str(tiny_flowers), download=False, image_size=32, batch_size=4,
                               augmentation="none", num_workers=workers)
         data.setup()
-        loaders.append([torch.cat([a, b]) for a, b, _ in data.val_dataloader()])
+        loaders.append([torch.cat([a, b]) for a, b, *_ in data.val_dataloader()])
     assert len(loaders[0]) == 2
     assert all(torch.equal(x, y) for x, y in zip(*loaders))
 

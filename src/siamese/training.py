@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.cli import format_table
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # Frozen BatchNorm layers are in eval mode on purpose (see Backbone).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="pytorch_lightning")
+# Under DDP, evaluation puts gathered scores back in order and drops the sampler's repeats (see SiameseModule).
+warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders", module="pytorch_lightning")
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -61,8 +64,9 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.run_dir)
-    _check_writable(run_dir)
-    OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # the other DDP ranks run this job too, in the same folder
+        _check_writable(run_dir)
+        OmegaConf.save(cfg, run_dir / "config_resolved.yaml", resolve=True)
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)

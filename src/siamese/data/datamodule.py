@@ -54,7 +54,8 @@ def image_problem(path: Path) -> str | None:
 
 
 class PairDataset(Dataset):
-    """Indexed by ``(index_a, index_b, same[, seed])``: both images transformed, and the label.
+    """Indexed by ``(index_a, index_b, same[, seed[, position]])``: both images transformed, the
+    label, and the position (-1 when not given).
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
     """
@@ -63,7 +64,7 @@ class PairDataset(Dataset):
         self.catalog = catalog
         self.transform = transform
 
-    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         index_a, index_b, same = key[:3]
         images = [read_rgb(self.catalog.path(index_a)), read_rgb(self.catalog.path(index_b))]
         if len(key) > 3:
@@ -72,11 +73,12 @@ class PairDataset(Dataset):
                 tensors = [self.transform(image) for image in images]
         else:
             tensors = [self.transform(image) for image in images]
-        return tensors[0], tensors[1], torch.tensor(same, dtype=torch.float32)
+        position = key[4] if len(key) > 4 else -1
+        return tensors[0], tensors[1], torch.tensor(same, dtype=torch.float32), position
 
 
 class ImageDataset(Dataset):
-    """Single images of a split, with their class: ``(image, label)``."""
+    """Single images of a split, with their class and position in the split: ``(image, label, position)``."""
 
     def __init__(self, catalog: ImageCatalog, indices: np.ndarray, transform: Callable) -> None:
         self.catalog = catalog
@@ -86,9 +88,9 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
         index = int(self.indices[position])
-        return self.transform(read_rgb(self.catalog.path(index))), int(self.catalog.labels[index])
+        return self.transform(read_rgb(self.catalog.path(index))), int(self.catalog.labels[index]), position
 
 
 class PairDataModule(pl.LightningDataModule):

@@ -142,7 +142,8 @@ class Backbone(nn.Module):
             layer.requires_grad_(False)
         self.train_batchnorm = train_batchnorm
         eval_layers = self.frozen_layers if train_batchnorm else list(self.trunk.modules())
-        self._eval_norms = [m for m in eval_layers if isinstance(m, _BatchNorm)]
+        # Names, not modules: DDP's sync_batchnorm replaces the BatchNorm modules.
+        self._eval_norm_names = {name for name, m in self.trunk.named_modules() if m in eval_layers and isinstance(m, _BatchNorm)}
         self.train()
 
     @torch.no_grad()
@@ -155,8 +156,9 @@ class Backbone(nn.Module):
 
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
-        for norm in self._eval_norms:
-            norm.eval()
+        for name, module in self.trunk.named_modules():
+            if name in self._eval_norm_names:
+                module.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

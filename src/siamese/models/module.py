@@ -15,8 +15,17 @@ from siamese.models.network import SiameseNetwork
 PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
 
 
+def in_order(position: torch.Tensor) -> torch.Tensor:
+    """Indices that sort gathered samples by ``position`` and keep each position once."""
+    order = torch.argsort(position, stable=True)
+    ordered = position[order]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return order[first]
+
+
 class SiameseModule(pl.LightningModule):
-    """Trains ``network`` with ``loss`` on batches ``(images_a, images_b, same)``.
+    """Trains ``network`` with ``loss`` on batches ``(images_a, images_b, same, position)``.
 
     A pair is predicted "same" when its distance is below the threshold. With
     ``threshold=None`` it is calibrated after every validation epoch, as the distance that
@@ -30,7 +39,13 @@ class SiameseModule(pl.LightningModule):
     Validation logs ``val_loss``, ``val_acc``, ``val_precision``, ``val_recall``, ``val_f1``,
     ``val_acc@0.5``, ``val_auroc`` and ``val_threshold``; testing logs the same for ``test_``
     plus ``test_eer``, ``test_tar@far0.01``, ``test_tar@far0.001`` and, when the test
-    dataloaders include single images, ``test_recall@{1,2,4,8}`` and ``test_map@r``.
+    dataloaders include single images ``(image, label, position)``, ``test_recall@{1,2,4,8}``
+    and ``test_map@r``.
+
+    Validation and test metrics are computed once per epoch over every pair of the split, in
+    pair order (``position``): under DDP the scores of all processes are gathered, put back in
+    order and stripped of the pairs a distributed sampler repeats to even out its shards, so
+    they equal those of a single process.
     """
 
     def __init__(
@@ -51,8 +66,10 @@ class SiameseModule(pl.LightningModule):
         self.backbone_lr = backbone_lr
         self.calibrate_threshold = threshold is None
         self.register_buffer("threshold", torch.tensor(0.5 if threshold is None else float(threshold)))
-        self.pair_scores = nn.ModuleDict({split: Collector(["distance", "same"]) for split in ("val", "test")})
-        self.test_embeddings = Collector(["embedding", "label"])
+        self.pair_scores = nn.ModuleDict(
+            {split: Collector(["distance", "same", "position"]) for split in ("val", "test")}
+        )
+        self.test_embeddings = Collector(["embedding", "label", "position"])
         # (distance, same) of the last evaluated epoch per split, in dataloader order
         self.scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         # (embeddings, labels) of the test images of the last test run, in dataloader order
@@ -64,22 +81,19 @@ class SiameseModule(pl.LightningModule):
         return self.network(images_a, images_b)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        images_a, images_b, same = batch
+        images_a, images_b, same = batch[:3]
         loss = self.loss(self(images_a, images_b), same)
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower the learning rate (model.optimizer.lr) — the checkpoints saved so far are kept"
             )
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(same))
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(same), sync_dist=True)
         return loss
 
     def _pair_step(self, split: str, batch: tuple[torch.Tensor, ...]) -> None:
-        images_a, images_b, same = batch
-        distance = self(images_a, images_b)
-        loss = self.loss(distance, same)
-        self.log(f"{split}_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(same), add_dataloader_idx=False)
-        self.pair_scores[split].update(distance=distance, same=same)
+        images_a, images_b, same, position = batch
+        self.pair_scores[split].update(distance=self(images_a, images_b), same=same, position=position)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._pair_step("val", batch)
@@ -88,8 +102,8 @@ class SiameseModule(pl.LightningModule):
         if dataloader_idx == PAIRS:
             self._pair_step("test", batch)
         else:
-            images, labels = batch
-            self.test_embeddings.update(embedding=self.network.embed(images), label=labels)
+            images, labels, position = batch
+            self.test_embeddings.update(embedding=self.network.embed(images), label=labels, position=position)
 
     def on_validation_epoch_end(self) -> None:
         distance, same = self._collected("val")
@@ -103,26 +117,37 @@ class SiameseModule(pl.LightningModule):
         collected = self.test_embeddings.compute() if self.test_embeddings.update_count else None
         self.test_embeddings.reset()
         if collected is not None:
-            self.test_image_embeddings = (collected["embedding"].cpu(), collected["label"].cpu())
+            keep = in_order(collected["position"])
+            self.test_image_embeddings = (collected["embedding"][keep].cpu(), collected["label"][keep].cpu())
             retrieval = retrieval_metrics(*self.test_image_embeddings)
             metrics.update(retrieval)
-            self.log_dict({f"test_{name}": value for name, value in retrieval.items()}, add_dataloader_idx=False)
+            self.log_dict(
+                {f"test_{name}": value for name, value in retrieval.items()}, add_dataloader_idx=False, sync_dist=True
+            )
 
     def _collected(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         collector = self.pair_scores[split]
-        values = collector.compute() if collector.update_count else {"distance": torch.empty(0), "same": torch.empty(0)}
+        if collector.update_count:
+            values = collector.compute()
+            keep = in_order(values["position"])
+            distance, same = values["distance"][keep].float().cpu(), values["same"][keep].float().cpu()
+        else:
+            distance, same = torch.empty(0), torch.empty(0)
         collector.reset()
-        distance, same = values["distance"].float().cpu(), values["same"].float().cpu()
         self.scores[split] = (distance, same)
         return distance, same
 
     def _log_pair_metrics(self, split: str, distance: torch.Tensor, same: torch.Tensor, **kwargs: Any) -> dict:
-        if len(distance) == 0 or same.min() == same.max():
-            return {}  # nothing to score (e.g. a limited sanity check with one class of pairs)
+        if len(distance) == 0:
+            return {}
+        # Every process holds the same gathered scores: syncing averages equal values.
+        log = dict(add_dataloader_idx=False, sync_dist=True)
+        self.log(f"{split}_loss", float(self.loss(distance, same)), prog_bar=True, **log)
+        if same.min() == same.max():
+            return {}  # nothing more to score (e.g. a limited sanity check with one class of pairs)
         metrics = verification_metrics(distance, same, float(self.threshold), **kwargs)
         for name, value in metrics.items():
-            shown = split == "val" and name in ("auroc", "acc")
-            self.log(f"{split}_{name}", value, prog_bar=shown, add_dataloader_idx=False)
+            self.log(f"{split}_{name}", value, prog_bar=split == "val" and name in ("auroc", "acc"), **log)
         return metrics
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

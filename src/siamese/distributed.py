@@ -1,0 +1,98 @@
+"""Lightning's DDP inside Hydra jobs: every rank runs this job, in this job's output folder.
+
+Lightning starts ranks 1..n-1 by re-running the script. Under Hydra it re-runs the whole
+command line with ``hydra.run.dir`` set to the run-mode pattern, so in a multirun every rank
+would start the whole sweep, and the ranks' folders can differ from rank 0's. Here the other
+ranks re-run only this job (its own overrides) in its own output folder, without writing a
+second ``.hydra`` folder; only rank 0 writes the run's files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+# What Lightning's launcher puts into the environment of the processes of a DDP job.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def hydra_job_command(local_rank: int) -> tuple[list[str], str]:
+    """The command (and working dir) that runs the current Hydra job again as ``local_rank``."""
+    import __main__
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    hydra_cfg = HydraConfig.get()
+    if __main__.__spec__ is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    command += ["--config-name", hydra_cfg.job.config_name]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.schema == "file" and source.provider in ("main", "command-line"):
+            flag = "--config-path" if source.provider == "main" else "--config-dir"
+            command += [flag, source.path]
+    output_dir = hydra_cfg.runtime.output_dir
+    if '"' in output_dir:
+        raise ValueError(f"the output dir {output_dir} holds a double quote, which DDP ranks cannot be given")
+    command += list(hydra_cfg.overrides.task)
+    command += [
+        f'hydra.run.dir="{output_dir}"',
+        "hydra.output_subdir=null",  # rank 0 has written .hydra/
+        f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",
+    ]
+    return command, get_original_cwd()
+
+
+class HydraJobLauncher(_SubprocessScriptLauncher):
+    """Lightning's script launcher; under Hydra the other ranks run :func:`hydra_job_command`."""
+
+    def _call_children_scripts(self) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            super()._call_children_scripts()
+            return
+        self._check_can_spawn_children()
+        environment = self.cluster_environment
+        os.environ["MASTER_ADDR"] = environment.main_address
+        os.environ["MASTER_PORT"] = str(environment.main_port)
+        os.environ["NODE_RANK"] = str(environment.node_rank())
+        os.environ["LOCAL_RANK"] = str(environment.local_rank())
+        os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
+        for local_rank in range(1, self.num_processes):
+            command, cwd = hydra_job_command(local_rank)
+            self.procs.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)}, cwd=cwd))
+
+
+class HydraDDPStrategy(DDPStrategy):
+    """``DDPStrategy`` whose ranks are started by :class:`HydraJobLauncher` (``trainer=ddp``, ``trainer=ddp_cpu``)."""
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if type(self._launcher) is _SubprocessScriptLauncher:
+            self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+
+
+@contextmanager
+def separate_ddp_jobs() -> Iterator[None]:
+    """Leave no DDP state behind a job, so that the next job of a sweep in this process starts
+    its own ranks (Lightning takes a set ``LOCAL_RANK`` to mean that someone else started them)."""
+    saved = {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,73 @@
+"""DDP (trainer=ddp_cpu): shards of the training pairs, metrics over all pairs, one run folder."""
+
+import csv
+import json
+
+import numpy as np
+import torch
+from lightning_fabric.utilities.distributed import DistributedSamplerWrapper  # what Lightning wraps samplers in
+
+from conftest import compose_train, run_script, tiny_overrides, write_flowers102
+from siamese.data.pairs import PairSampler
+from siamese.models.module import in_order
+
+
+def test_each_rank_gets_its_own_share_of_the_training_pairs():
+    labels = np.repeat(np.arange(5), 4)
+    sampler = PairSampler(np.arange(20), labels, seed=3)
+    epoch_pairs = {key[:3] for key in sampler}
+    shards = []
+    for rank in (0, 1):
+        wrapped = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=3)
+        wrapped.set_epoch(0)
+        shards.append([key[:3] for key in wrapped])
+    assert len(shards[0]) == len(shards[1]) == len(epoch_pairs) // 2
+    assert set(shards[0]).isdisjoint(shards[1])
+    assert set(shards[0]) | set(shards[1]) == epoch_pairs
+
+
+def test_gathered_scores_are_put_back_in_order_without_repeats():
+    # rank 0 had positions 0, 2, 4; rank 1 had 1, 3 and a repeat of 0 (a distributed sampler's padding)
+    position = torch.tensor([0, 2, 4, 1, 3, 0])
+    keep = in_order(position)
+    assert position[keep].tolist() == [0, 1, 2, 3, 4]
+    assert keep.tolist() == [0, 3, 1, 4, 2]
+
+
+def test_ddp_cpu_gives_the_metrics_of_one_process(tmp_path):
+    # 3 classes x 7 images: 9 test images, an odd number that the distributed sampler pads with a repeat.
+    data = write_flowers102(tmp_path / "data", classes=(1, 2, 5), per_class=7)
+    # lr=0: training runs under DDP but leaves the weights alone, so both runs score the same network.
+    overrides = [*tiny_overrides(data), "trainer.max_epochs=1", "model.optimizer.lr=0", "model.threshold=0.5"]
+    single, sweep = tmp_path / "single", tmp_path / "sweep"
+    result = run_script("src/train.py", *overrides, f"hydra.run.dir={single}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script(
+        "src/train.py", "-m", "trainer=ddp_cpu", "margin=1.0", *overrides, f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (job,) = [p for p in sweep.iterdir() if p.is_dir()]  # one job: the other rank ran inside it
+    assert (job / "train_rank1.log").exists()  # rank 1 logged into the job's folder
+    assert not (job / "train_rank1").exists() and not list(job.glob(".pl_hydra*"))
+    expected = json.loads((single / "metrics.json").read_text())
+    measured = json.loads((job / "metrics.json").read_text())
+    for name in ("val_loss", "val_auroc", "val_acc", "test_loss", "test_auroc", "test_eer",
+                 "test_recall@1", "test_map@r"):
+        assert abs(measured[name] - expected[name]) < 1e-5, name
+
+    def scored(run):
+        with open(run / "pairs_test.csv") as handle:
+            return [(r["image_a"], r["image_b"], float(r["distance"])) for r in csv.DictReader(handle)]
+
+    single_rows, ddp_rows = scored(single), scored(job)
+    assert [r[:2] for r in ddp_rows] == [r[:2] for r in single_rows]
+    assert np.allclose([r[2] for r in ddp_rows], [r[2] for r in single_rows], atol=1e-5)
+
+
+def test_ddp_configs_compose(tmp_path):
+    cfg = compose_train(["trainer=ddp"], tmp_path)
+    assert cfg.trainer.strategy._target_ == "siamese.distributed.HydraDDPStrategy"
+    assert cfg.trainer.sync_batchnorm is True and cfg.trainer.accelerator == "gpu"
+    cfg = compose_train(["trainer=ddp_cpu"], tmp_path)
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.sync_batchnorm) == ("cpu", 2, False)
