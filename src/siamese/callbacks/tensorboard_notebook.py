@@ -76,7 +76,7 @@ class TensorBoardNotebook(pl.Callback):
         std = torch.tensor(datamodule.std)[:, None, None]
         images = []
         for side in (0, 1):
-            batch = [transform(read_rgb(datamodule.catalog.path(pair[side]))) for pair in pairs]
+            batch = [transform(datamodule.images[pair[side]]) for pair in pairs]
             images.append((torch.stack(batch) * std + mean).clamp(0, 1))
         return tuple(images)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -13,10 +14,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from siamese.data.cache import CACHE_KINDS, image_store
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
-from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_transform
 from siamese.errors import UserError, as_number, check
 
 
@@ -54,43 +56,53 @@ def image_problem(path: Path) -> str | None:
 
 
 class PairDataset(Dataset):
-    """Indexed by ``(index_a, index_b, same[, seed[, position]])``: both images transformed, the
-    label, and the position (-1 when not given).
+    """Indexed by ``(index_a, index_b, same[, seed[, position]])``: both images (from ``images``,
+    a store of uint8 tensors) transformed, the label, and the position (-1 when not given).
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
+    With ``yield_indices``, the catalog indices of the two images stand in for the images.
     """
 
-    def __init__(self, catalog: ImageCatalog, transform: Callable) -> None:
-        self.catalog = catalog
+    def __init__(self, images: Dataset, transform: Callable, yield_indices: bool = False) -> None:
+        self.images = images
         self.transform = transform
+        self.yield_indices = yield_indices
 
-    def __getitem__(self, key: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[Any, Any, torch.Tensor, int]:
         index_a, index_b, same = key[:3]
-        images = [read_rgb(self.catalog.path(index_a)), read_rgb(self.catalog.path(index_b))]
+        position = key[4] if len(key) > 4 else -1
+        if self.yield_indices:
+            return index_a, index_b, torch.tensor(same, dtype=torch.float32), position
+        images = [self.images[index_a], self.images[index_b]]
         if len(key) > 3:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(key[3])
                 tensors = [self.transform(image) for image in images]
         else:
             tensors = [self.transform(image) for image in images]
-        position = key[4] if len(key) > 4 else -1
         return tensors[0], tensors[1], torch.tensor(same, dtype=torch.float32), position
 
 
 class ImageDataset(Dataset):
-    """Single images of a split, with their class and position in the split: ``(image, label, position)``."""
+    """Single images ``indices`` of a store, with their class and position among them:
+    ``(image, label, position)``; with ``yield_indices`` the catalog index stands in for the image."""
 
-    def __init__(self, catalog: ImageCatalog, indices: np.ndarray, transform: Callable) -> None:
-        self.catalog = catalog
+    def __init__(
+        self, images: Dataset, labels: np.ndarray, indices: np.ndarray, transform: Callable, yield_indices: bool = False
+    ) -> None:
+        self.images = images
+        self.labels = labels
         self.indices = indices
         self.transform = transform
+        self.yield_indices = yield_indices
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, position: int) -> tuple[Any, int, int]:
         index = int(self.indices[position])
-        return self.transform(read_rgb(self.catalog.path(index))), int(self.catalog.labels[index]), position
+        image = index if self.yield_indices else self.transform(self.images[index])
+        return image, int(self.labels[index]), position
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -104,6 +116,13 @@ class PairDataModule(pl.LightningDataModule):
     ``split_fractions``) or ``unseen_classes`` (the classes divided by
     ``class_split_fractions``, so test classes are never seen in training). With
     ``test_retrieval``, testing also embeds every test image once, for retrieval metrics.
+
+    ``cache``: ``none`` decodes and resizes every image each time it is used; ``memory`` does it
+    once into shared memory; ``disk`` once into a file in ``cache_dir`` (default
+    ``<root>/.cache``) that later runs with the same images and ``image_size`` reuse.
+    ``num_workers="auto"``: one DataLoader worker per core but one (at most 8);
+    ``pin_memory="auto"``: on when CUDA is available. ``yield_indices`` (set by a model that
+    caches features) makes the dataloaders yield catalog indices instead of images.
     """
 
     def __init__(
@@ -122,8 +141,11 @@ class PairDataModule(pl.LightningDataModule):
         test_pairs_per_class: int | None = None,
         test_retrieval: bool = True,
         on_bad_image: str = "error",
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        cache: str = "none",
+        cache_dir: str | None = None,
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
+        prefetch_factor: int = 2,
         seed: int = 42,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -139,8 +161,15 @@ class PairDataModule(pl.LightningDataModule):
         check(batch_size >= 2, f"batch_size must be at least 2, got {batch_size}")
         image_size = as_number(image_size, "image_size", int)
         check(image_size >= 32, f"image_size must be at least 32 pixels (the backbones downsample 32 times), got {image_size}")
+        check(cache in CACHE_KINDS, f"unknown data.cache '{cache}'; choose one of: {', '.join(CACHE_KINDS)}")
+        if num_workers == "auto":
+            num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
         num_workers = as_number(num_workers, "data.num_workers", int)
-        check(num_workers >= 0, f"data.num_workers must be 0 or more, got {num_workers}")
+        check(num_workers >= 0, f"data.num_workers must be 0 or more (or auto), got {num_workers}")
+        if pin_memory == "auto":
+            pin_memory = torch.cuda.is_available()
+        prefetch_factor = as_number(prefetch_factor, "data.prefetch_factor", int)
+        check(prefetch_factor >= 1, f"data.prefetch_factor must be at least 1, got {prefetch_factor}")
         seed = as_number(seed, "seed", int)
         pairs_per_class = {}
         for name, value in [
@@ -163,14 +192,20 @@ class PairDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
         self.mean, self.std = tuple(mean), tuple(std)
+        # Applied to the uint8 tensors of the image store (decoded and resized already).
         self.transforms = {
-            "train": build_transform(self.image_size, augmentation, mean, std),
-            "eval": build_transform(self.image_size, "none", mean, std),
+            "train": augment_transform(augmentation, mean, std),
+            "eval": augment_transform("none", mean, std),
         }
         self.pairs_per_class = pairs_per_class
         self.on_bad_image = on_bad_image
+        self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(root) / ".cache"
         self.num_workers = int(num_workers)
-        self.pin_memory = pin_memory
+        self.pin_memory = bool(pin_memory)
+        self.prefetch_factor = int(prefetch_factor)
+        self.yield_indices = False
+        self.images: Dataset | None = None
         self.seed = int(seed)
         self.catalog: ImageCatalog | None = None
         self.splits: dict[str, np.ndarray] = {}
@@ -199,6 +234,10 @@ class PairDataModule(pl.LightningDataModule):
             )
             for name, indices in splits.items()
         }
+        used = np.unique(np.concatenate(list(splits.values())))
+        self.images = image_store(
+            self.cache, catalog, self.image_size, used.tolist(), self.cache_dir, self.dataset, self.num_workers
+        )
         self.catalog, self.splits = catalog, splits
 
     def _bad_images(self, catalog: ImageCatalog) -> np.ndarray:
@@ -250,14 +289,27 @@ class PairDataModule(pl.LightningDataModule):
     def _dataloader(self, split: str) -> DataLoader:
         assert self.catalog is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
+        return self._loader(PairDataset(self.images, transform, self.yield_indices), sampler=self.samplers[split])
+
+    def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
         return DataLoader(
-            PairDataset(self.catalog, transform),
-            batch_size=self.batch_size,
-            sampler=self.samplers[split],
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            **kwargs,
         )
+
+    def image_dataloader(self, indices: np.ndarray, yield_indices: bool | None = None) -> DataLoader:
+        """Single images ``(image, label, position)`` of ``indices``, unaugmented, in order
+        (``yield_indices``: default the data module's)."""
+        assert self.catalog is not None, "call setup() first"
+        as_indices = self.yield_indices if yield_indices is None else yield_indices
+        dataset = ImageDataset(self.images, self.catalog.labels, indices, self.transforms["eval"], as_indices)
+        return self._loader(dataset, batch_size=self.batch_size * 2)
 
     def train_dataloader(self) -> DataLoader:
         return self._dataloader("train")
@@ -269,10 +321,4 @@ class PairDataModule(pl.LightningDataModule):
         pairs = self._dataloader("test")
         if not self.test_retrieval:
             return pairs
-        images = DataLoader(
-            ImageDataset(self.catalog, self.splits["test"], self.transforms["eval"]),
-            batch_size=self.batch_size * 2,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        )
-        return [pairs, images]
+        return [pairs, self.image_dataloader(self.splits["test"])]

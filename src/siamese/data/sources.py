@@ -7,6 +7,7 @@ names a config may use (``data.dataset``) to them.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -120,15 +121,22 @@ def _check_files_exist(folder: Path, files: list[str]) -> None:
 def load_image_folder(root: str | Path, download: bool = False) -> ImageCatalog:
     """Any folder with one subfolder of images per class (``torchvision.datasets.ImageFolder``).
 
-    Nothing to download; class names are the subfolder names. Empty class folders are skipped.
+    Nothing to download; class names are the subfolder names. Empty and hidden folders are skipped.
     """
     from torchvision.datasets import ImageFolder
+
+    class VisibleImageFolder(ImageFolder):
+        """Hidden folders (``.cache``, ``.ipynb_checkpoints``) are not classes."""
+
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+            return classes, {name: i for i, name in enumerate(classes)}
 
     folder = Path(root)
     if not folder.is_dir():
         raise UserError(f"data.root {folder} is not a folder; point it at a folder with one subfolder per class")
     try:
-        dataset = ImageFolder(str(folder), allow_empty=True)
+        dataset = VisibleImageFolder(str(folder), allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         raise UserError(f"cannot read the image folder {folder} ({exc}); it needs one subfolder per class") from exc
     if not dataset.samples:

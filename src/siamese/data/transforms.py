@@ -33,6 +33,32 @@ AUGMENTATIONS = {
 }
 
 
+def prepare_transform(image_size: int) -> v2.Compose:
+    """The deterministic start: PIL image -> uint8 tensor (3, image_size, image_size).
+
+    Its output is what the image cache keeps (``data.cache``), so the cached and the uncached
+    paths feed the same bytes to the rest of the transform.
+    """
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
+
+
+def augment_transform(
+    augmentation: str = "none", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> v2.Compose:
+    """The rest: uint8 tensor -> augmented (or not), normalised float tensor."""
+    if augmentation not in AUGMENTATIONS:
+        raise UserError(
+            f"unknown data.augmentation '{augmentation}'; choose one of: {', '.join(AUGMENTATIONS)}"
+        )
+    return v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            *AUGMENTATIONS[augmentation](),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
 def build_transform(
     image_size: int,
     augmentation: str = "none",
@@ -43,16 +69,5 @@ def build_transform(
 
     Resizes first, so the augmentations run on the small image.
     """
-    if augmentation not in AUGMENTATIONS:
-        raise UserError(
-            f"unknown data.augmentation '{augmentation}'; choose one of: {', '.join(AUGMENTATIONS)}"
-        )
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Resize((image_size, image_size), antialias=True),
-            *AUGMENTATIONS[augmentation](),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
+    augment = augment_transform(augmentation, mean, std)  # checks the name first
+    return v2.Compose([*prepare_transform(image_size).transforms, *augment.transforms])

@@ -140,6 +140,11 @@ class Backbone(nn.Module):
         self.frozen_layers = layers[: len(layers) - n_trainable]
         for layer in self.frozen_layers:
             layer.requires_grad_(False)
+        # How many blocks of the trunk, from its start, hold no trainable parameter.
+        self.frozen_blocks = next(
+            (k for k, block in enumerate(self.trunk) if any(p.requires_grad for p in block.parameters())),
+            len(self.trunk),
+        )
         self.train_batchnorm = train_batchnorm
         eval_layers = self.frozen_layers if train_batchnorm else list(self.trunk.modules())
         # Names, not modules: DDP's sync_batchnorm replaces the BatchNorm modules.
@@ -160,6 +165,14 @@ class Backbone(nn.Module):
             if name in self._eval_norm_names:
                 module.eval()
         return self
+
+    def front(self) -> nn.Module:
+        """The frozen blocks at the start of the trunk: what a feature cache may compute once."""
+        return self.trunk[: self.frozen_blocks]
+
+    def tail(self, features: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk, from the output of :meth:`front`."""
+        return self.trunk[self.frozen_blocks :](features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(images)

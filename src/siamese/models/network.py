@@ -40,7 +40,14 @@ class SiameseNetwork(nn.Module):
         self.distance = EuclideanDistance()
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        embedding = self.head(self.pool(self.backbone(images)).flatten(1))
+        return self._project(self.backbone(images))
+
+    def embed_front_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``embed`` from the output of ``backbone.front()`` (cached features)."""
+        return self._project(self.backbone.tail(features))
+
+    def _project(self, feature_map: torch.Tensor) -> torch.Tensor:
+        embedding = self.head(self.pool(feature_map).flatten(1))
         return F.normalize(embedding, dim=1) if self.normalize_embedding else embedding
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
