@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import sys
 from typing import Any, Callable, TypeVar
@@ -62,3 +63,16 @@ def format_table(metrics: dict[str, Any]) -> str:
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"{name:<{width}}  {shown}")
     return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """Rows as the lines of a Markdown table with ``columns`` (floats to 4 decimals)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.4f}"
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return lines

@@ -14,6 +14,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from siamese.cli import markdown_table
 from siamese.errors import find_user_error
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,10 @@ def summarize(sweep_dir: str | Path, optimized_metric: str = "val_loss") -> list
              f"({'lower' if sign == 1 else 'higher'} is better).", ""]
     shown = ["job", "overrides", "status", "best_epoch", optimized_metric,
              *[m for m in ("val_auroc", "test_auroc", "test_acc") if m != optimized_metric], "fit_seconds", "error"]
-    lines += _markdown_table(rows, shown)
+    lines += markdown_table(rows, shown)
     if groups:
         lines += ["", "## Over seeds (mean ± sample std)", ""]
-        lines += _markdown_table(groups, ["overrides", "seeds", *[m for m in shown if m in metrics]])
+        lines += markdown_table(groups, ["overrides", "seeds", *[m for m in shown if m in metrics]])
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(rows, swept, optimized_metric, sweep_dir / "summary.png")
     return rows
@@ -117,17 +118,6 @@ def _seed_groups(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[st
                 entry[metric] = f"{mean:.4f} ± {std:.4f}"
         result.append(entry)
     return result
-
-
-def _markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.4f}"
-        return "" if value is None else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return lines
 
 
 def _plot(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path) -> None:

@@ -152,7 +152,7 @@ class _Indexed(Dataset):
 def _fill(array: np.ndarray, decoded: DecodedImages, indices: Sequence[int], num_workers: int) -> None:
     """Decode ``indices`` into ``array`` (in parallel with DataLoader workers), with a progress bar."""
     loader = DataLoader(_Indexed(decoded, indices), batch_size=64, num_workers=num_workers)
-    with tqdm(total=len(indices), desc=f"caching images at {decoded.image_size} px", unit="img") as bar:
+    with tqdm(total=len(indices), desc=f"caching images at {decoded.image_size} px", unit="img", disable=None) as bar:
         for images, where in loader:
             array[where.numpy()] = images.numpy()
             bar.update(len(where))

@@ -142,7 +142,7 @@ class SiameseModule(pl.LightningModule):
         front.eval()  # frozen blocks: nothing in them may depend on the mode (e.g. stochastic depth)
         bank = None
         loader = datamodule.image_dataloader(used, yield_indices=False)
-        for images, _, position in tqdm(loader, desc="caching frozen features", unit="batch", leave=False):
+        for images, _, position in tqdm(loader, desc="caching frozen features", unit="batch", leave=False, disable=None):
             features = front(self._to_model_format(images.to(self.device)))
             if bank is None:
                 bank = features.new_zeros((len(datamodule.catalog), *features.shape[1:]))

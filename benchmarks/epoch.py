@@ -1,0 +1,86 @@
+"""Seconds per training epoch on real Flowers102 (../shared/data, 64 px sources, image_size 128)
+for the default recipe without and with the image cache, and with the frozen-feature cache.
+
+Each run trains 2 epochs without validation through the project's configs (train.yaml with
+the overrides shown); "setup s" is the time before the first epoch starts (reading the
+catalog, building caches), "epoch s" the mean of the two epochs.
+
+    python benchmarks/epoch.py
+    python benchmarks/epoch.py --splits official --image-size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from _common import SHARED_DATA, compose, print_table, weights_overrides
+
+VARIANTS = {
+    "plain": ["data.cache=none"],
+    "image cache": ["data.cache=memory"],
+    "frozen-feature cache": ["data.cache=memory", "data.augmentation=none", "model.cache_frozen_features=true"],
+}
+
+
+class EpochClock(pl.Callback):
+    def __init__(self, started: float) -> None:
+        self.started, self.setup_seconds, self.epochs = started, 0.0, []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_start = time.perf_counter()
+        if trainer.current_epoch == 0:
+            self.setup_seconds = self.epoch_start - self.started
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs.append(time.perf_counter() - self.epoch_start)
+
+
+def run(overrides: list[str], epochs: int) -> tuple[float, float, int]:
+    cfg = compose(overrides)
+    pl.seed_everything(cfg.seed, workers=True)
+    data, module = instantiate(cfg.data), instantiate(cfg.model)
+    clock = EpochClock(time.perf_counter())
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_epochs=epochs,
+        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+    )
+    trainer.fit(module, datamodule=data)
+    return clock.setup_seconds, sum(clock.epochs) / len(clock.epochs), len(data.pairs("train"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=str(SHARED_DATA))
+    parser.add_argument("--splits", nargs="+", default=["official", "stratified"])
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("overrides", nargs="*", help="more train.yaml overrides, e.g. trainer.precision=bf16-mixed")
+    args = parser.parse_args()
+
+    base = [f"data.root={args.root}", "data.download=false", *weights_overrides(), f"image_size={args.image_size}",
+            *args.overrides]
+    rows = []
+    for split in args.splits:
+        plain = None
+        for variant in args.variants:
+            setup, epoch, pairs = run([*base, f"data.split={split}", *VARIANTS[variant]], args.epochs)
+            plain = plain or (epoch if variant == "plain" else None)
+            rows.append({
+                "split": split, "variant": variant, "overrides": " ".join(VARIANTS[variant]),
+                "pairs/epoch": pairs, "setup s": f"{setup:.1f}", "epoch s": f"{epoch:.1f}",
+                "speed-up": f"{plain / epoch:.1f}x" if plain else "",
+            })
+    print_table(
+        f"Training epoch at {args.image_size} px, {torch.get_num_threads()} torch threads", rows, list(rows[0])
+    )
+
+
+if __name__ == "__main__":
+    main()

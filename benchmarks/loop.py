@@ -1,0 +1,120 @@
+"""Training-loop overhead: the project's LightningModule + Trainer against a bare PyTorch loop.
+
+Both train the same network (a fresh copy each run) on the same in-memory batches for the same
+steps; runs alternate between the two, and the table gives the median pairs/s of each and
+their ratio (goal: Lightning >= 0.95 of the bare loop). Data loading is left out on purpose.
+
+    python benchmarks/loop.py
+    python benchmarks/loop.py --image-size 224 --precision bf16-mixed --accelerator gpu --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from _common import compose, median, print_table, sync, weights_overrides
+
+
+def make_batches(steps: int, batch_size: int, image_size: int) -> list[tuple[torch.Tensor, ...]]:
+    generator = torch.Generator().manual_seed(0)
+    return [
+        (
+            torch.randn(batch_size, 3, image_size, image_size, generator=generator),
+            torch.randn(batch_size, 3, image_size, image_size, generator=generator),
+            torch.randint(0, 2, (batch_size,), generator=generator).float(),
+            torch.arange(batch_size),
+        )
+        for _ in range(steps)
+    ]
+
+
+class StepClock(pl.Callback):
+    """Seconds from the start of step ``warmup`` to the end of the last step."""
+
+    def __init__(self, warmup: int, accelerator: str) -> None:
+        self.warmup, self.accelerator = warmup, accelerator
+        self.start = self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            sync(self.accelerator)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sync(self.accelerator)
+        self.seconds = time.perf_counter() - self.start
+
+
+def lightning_run(module, batches, args) -> float:
+    clock = StepClock(args.warmup, args.accelerator)
+    trainer = pl.Trainer(
+        accelerator=args.accelerator, devices=1, precision=args.precision, max_steps=len(batches),
+        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    return clock.seconds
+
+
+def bare_run(module, batches, args) -> float:
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    module.to(device).train()
+    optimizer = module.configure_optimizers()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision.startswith("bf16"))
+    for step, (images_a, images_b, same, _) in enumerate(batches):
+        if step == args.warmup:
+            sync(args.accelerator)
+            start = time.perf_counter()
+        images_a, images_b, same = images_a.to(device), images_b.to(device), same.to(device)
+        with autocast:
+            loss = module.loss(module(images_a, images_b), same)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(args.accelerator)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--channels-last", default="true")
+    args = parser.parse_args()
+
+    cfg = compose([*weights_overrides(), f"image_size={args.image_size}", f"batch_size={args.batch_size}",
+                   f"model.channels_last={args.channels_last}"])
+    torch.manual_seed(0)
+    template = instantiate(cfg.model)
+    batches = make_batches(args.steps, args.batch_size, args.image_size)
+    timed_pairs = (args.steps - args.warmup) * args.batch_size
+    results = {"lightning": [], "bare": []}
+    for _ in range(args.repeats):  # alternate, so that drifts in machine speed hit both alike
+        results["lightning"].append(timed_pairs / lightning_run(copy.deepcopy(template), batches, args))
+        results["bare"].append(timed_pairs / bare_run(copy.deepcopy(template), batches, args))
+    lightning, bare = median(results["lightning"]), median(results["bare"])
+    rows = [{
+        "image size": args.image_size, "batch (pairs)": args.batch_size, "precision": args.precision,
+        "channels_last": args.channels_last, "Lightning pairs/s": f"{lightning:.1f}", "bare loop pairs/s": f"{bare:.1f}",
+        "ratio": f"{lightning / bare:.3f}",
+    }]
+    print_table(
+        f"Training loop, median of {args.repeats} alternating runs of {args.steps - args.warmup} timed steps",
+        rows, list(rows[0]), args.accelerator,
+    )
+
+
+if __name__ == "__main__":
+    main()
