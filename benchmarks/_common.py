@@ -85,6 +85,17 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self.start
 
 
+def training_only_trainer(accelerator: str, precision: str, clock, **limits):
+    """A Trainer that only trains (no validation, checkpoints, logs or bars), timed by ``clock``."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[clock], **limits,
+    )
+
+
 def print_table(title: str, rows: list[dict], columns: list[str], accelerator: str = "cpu") -> None:
     print(f"\n{title} ({machine(accelerator)})\n")
     print("\n".join(markdown_table(rows, columns)))

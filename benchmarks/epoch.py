@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from _common import SHARED_DATA, compose, print_table, weights_overrides
+from _common import SHARED_DATA, compose, print_table, training_only_trainer, weights_overrides
 
 VARIANTS = {
     "plain": ["data.cache=none"],
@@ -45,11 +45,7 @@ def run(overrides: list[str], epochs: int) -> tuple[float, float, int]:
     pl.seed_everything(cfg.seed, workers=True)
     data, module = instantiate(cfg.data), instantiate(cfg.model)
     clock = EpochClock(time.perf_counter())
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, max_epochs=epochs,
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
-    )
+    trainer = training_only_trainer(cfg.trainer.accelerator, cfg.trainer.precision, clock, max_epochs=epochs)
     trainer.fit(module, datamodule=data)
     return clock.setup_seconds, sum(clock.epochs) / len(clock.epochs), len(data.pairs("train"))
 

@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from _common import compose, median, print_table, sync, weights_overrides
+from _common import compose, median, print_table, sync, training_only_trainer, weights_overrides
 
 
 def make_batches(steps: int, batch_size: int, image_size: int) -> list[tuple[torch.Tensor, ...]]:
@@ -54,11 +54,7 @@ class StepClock(pl.Callback):
 
 def lightning_run(module, batches, args) -> float:
     clock = StepClock(args.warmup, args.accelerator)
-    trainer = pl.Trainer(
-        accelerator=args.accelerator, devices=1, precision=args.precision, max_steps=len(batches),
-        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
-    )
+    trainer = training_only_trainer(args.accelerator, args.precision, clock, max_steps=len(batches))
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     return clock.seconds
 
@@ -107,7 +103,8 @@ def main() -> None:
     lightning, bare = median(results["lightning"]), median(results["bare"])
     rows = [{
         "image size": args.image_size, "batch (pairs)": args.batch_size, "precision": args.precision,
-        "channels_last": args.channels_last, "Lightning pairs/s": f"{lightning:.1f}", "bare loop pairs/s": f"{bare:.1f}",
+        "channels_last": args.channels_last,
+        "Lightning pairs/s": f"{lightning:.1f}", "bare loop pairs/s": f"{bare:.1f}",
         "ratio": f"{lightning / bare:.3f}",
     }]
     print_table(

@@ -58,6 +58,18 @@ def test_tutorial_experiment_ports_the_recipe(tmp_path):
     assert cfg.model.threshold == 0.5 and cfg.batch_size == 8
 
 
+def test_finetune_last_blocks_trains_blocks_14_to_18_on_cached_features(tmp_path):
+    cfg = compose_train(["experiment=finetune_last_blocks", *OFFLINE], tmp_path)
+    assert cfg.data.augmentation == "none" and cfg.model.cache_frozen_features is True
+    module = instantiate(cfg.model)
+    backbone = module.network.backbone
+    assert backbone.frozen_blocks == 14 and len(backbone.trunk) == 19
+    assert all(p.requires_grad for p in backbone.trunk[14:].parameters())
+    assert module.network.normalize_embedding is True
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert [group["lr"] for group in optimizer.param_groups] == [cfg.model.optimizer.lr, cfg.model.backbone_lr]
+
+
 def test_every_target_uses_one_lightning_namespace():
     texts = "\n".join(path.read_text() for path in Path(CONF).rglob("*.yaml"))
     assert "pytorch_lightning." in texts

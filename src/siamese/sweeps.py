@@ -37,7 +37,8 @@ def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | No
         return float("nan")
 
 
-def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder of a sweep: overrides, status (ok, failed, missing), error, metrics.json values."""
     rows = []
     for job_dir in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()):
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
@@ -66,7 +67,7 @@ def summarize(sweep_dir: str | Path, optimized_metric: str = "val_loss") -> list
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a folder; pass outputs/multirun/<sweep>")
-    rows = _job_rows(sweep_dir)
+    rows = job_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) in {sweep_dir}")
     sign = 1 if lower_is_better(optimized_metric) else -1

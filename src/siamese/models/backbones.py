@@ -148,7 +148,9 @@ class Backbone(nn.Module):
         self.train_batchnorm = train_batchnorm
         eval_layers = self.frozen_layers if train_batchnorm else list(self.trunk.modules())
         # Names, not modules: DDP's sync_batchnorm replaces the BatchNorm modules.
-        self._eval_norm_names = {name for name, m in self.trunk.named_modules() if m in eval_layers and isinstance(m, _BatchNorm)}
+        self._eval_norm_names = {
+            name for name, m in self.trunk.named_modules() if isinstance(m, _BatchNorm) and m in eval_layers
+        }
         self.train()
 
     @torch.no_grad()

@@ -91,14 +91,14 @@ class SiameseModule(pl.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
-        self.compile = compile
+        self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
         self.embed_images, self.embed_front_features = network.embed, network.embed_front_features
         self.cache_frozen_features = cache_frozen_features
         # backbone.front() of every catalog image, indexed by catalog index (cache_frozen_features)
         self.front_features: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
-        if self.compile and self.embed_images == self.network.embed:  # not compiled yet
+        if self.compile_embedding and self.embed_images == self.network.embed:  # not compiled yet
             self.embed_images = torch.compile(self.network.embed)
             self.embed_front_features = torch.compile(self.network.embed_front_features)
         if self.cache_frozen_features:
@@ -108,7 +108,9 @@ class SiameseModule(pl.LightningModule):
     def _check_feature_cache(self) -> None:
         datamodule = self.trainer.datamodule
         if not isinstance(datamodule, PairDataModule):
-            raise UserError("model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder)")
+            raise UserError(
+                "model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder)"
+            )
         if datamodule.augmentation != "none":
             raise UserError(
                 f"model.cache_frozen_features=true computes each image's features once, but "
@@ -142,7 +144,8 @@ class SiameseModule(pl.LightningModule):
         front.eval()  # frozen blocks: nothing in them may depend on the mode (e.g. stochastic depth)
         bank = None
         loader = datamodule.image_dataloader(used, yield_indices=False)
-        for images, _, position in tqdm(loader, desc="caching frozen features", unit="batch", leave=False, disable=None):
+        progress = tqdm(loader, desc="caching frozen features", unit="batch", leave=False, disable=None)
+        for images, _, position in progress:
             features = front(self._to_model_format(images.to(self.device)))
             if bank is None:
                 bank = features.new_zeros((len(datamodule.catalog), *features.shape[1:]))
@@ -160,9 +163,7 @@ class SiameseModule(pl.LightningModule):
         return self.embed_images(self._to_model_format(inputs))
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
-        # One pass over both halves: the same weights, and faster than two calls.
-        embeddings = self.embed(torch.cat([images_a, images_b]))
-        return self.network.distance(*embeddings.split(len(images_a)))
+        return self.network.halves_distance(self.embed(torch.cat([images_a, images_b])))
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images_a, images_b, same = batch[:3]

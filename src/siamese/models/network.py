@@ -52,6 +52,9 @@ class SiameseNetwork(nn.Module):
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         # One pass over both halves: the same weights, and faster than two calls.
-        embeddings = self.embed(torch.cat([images_a, images_b]))
-        a, b = embeddings.split(len(images_a))
+        return self.halves_distance(self.embed(torch.cat([images_a, images_b])))
+
+    def halves_distance(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Distance of each embedding of the first half of a batch to its twin in the second half."""
+        a, b = embeddings.chunk(2)
         return self.distance(a, b)

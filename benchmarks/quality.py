@@ -1,0 +1,59 @@
+"""The results table: test metrics per recipe and split, mean ± sample std over the seeds of
+finished sweeps (python src/train.py -m ... seed=1,2,3; see README "Results").
+
+    python benchmarks/quality.py tutorial=outputs/multirun/<sweep> finetune_last_blocks=outputs/multirun/<sweep>
+
+Each argument is LABEL=SWEEP_DIR; within a sweep the jobs are grouped by data.split.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from _common import print_table
+from siamese.sweeps import job_rows, mean_std
+
+COLUMNS = {
+    "test_auroc": "test ROC-AUC",
+    "test_acc": "acc (calibrated thr)",
+    "test_acc@0.5": "acc @ 0.5",
+    "test_eer": "EER",
+    "test_recall@1": "Recall@1",
+    "test_map@r": "MAP@R",
+    "epochs_trained": "epochs",
+    "fit_seconds": "fit s",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", nargs="+", metavar="LABEL=SWEEP_DIR")
+    args = parser.parse_args()
+    rows = []
+    for entry in args.sweeps:
+        label, _, sweep = entry.partition("=")
+        jobs = job_rows(Path(sweep))
+        for job in jobs:  # the split the job ran on, whether from an override or from its experiment
+            config = Path(sweep) / job["job"] / "config_resolved.yaml"
+            job["split"] = yaml.safe_load(config.read_text())["data"]["split"] if config.is_file() else "?"
+        for split in ("stratified", "official", "unseen_classes"):
+            members = [j for j in jobs if j["split"] == split]
+            done = [j for j in members if j["status"] == "ok"]
+            if not members:
+                continue
+            row = {"recipe": label, "split": split, "seeds": f"{len(done)}/{len(members)}"}
+            for key, name in COLUMNS.items():
+                values = [float(j[key]) for j in done if isinstance(j.get(key), (int, float))]
+                if values:
+                    mean, std = mean_std(values)
+                    digits = 0 if key in ("fit_seconds", "epochs_trained") else 3
+                    row[name] = f"{mean:.{digits}f} ± {std:.{digits}f}"
+            rows.append(row)
+    print_table("Test metrics, mean ± sample std over seeds", rows, ["recipe", "split", "seeds", *COLUMNS.values()])
+
+
+if __name__ == "__main__":
+    main()
