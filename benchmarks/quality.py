@@ -50,7 +50,7 @@ def main() -> None:
                 if values:
                     mean, std = mean_std(values)
                     digits = 0 if key in ("fit_seconds", "epochs_trained") else 3
-                    row[name] = f"{mean:.{digits}f} ± {std:.{digits}f}"
+                    row[name] = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
             rows.append(row)
     print_table("Test metrics, mean ± sample std over seeds", rows, ["recipe", "split", "seeds", *COLUMNS.values()])
 

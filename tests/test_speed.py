@@ -170,3 +170,11 @@ def test_bf16_run_with_every_speed_option(tiny_flowers, tmp_path):
                  f"data.cache_dir={tmp_path / 'cache'}"]
     value = train(compose_train(overrides, tmp_path))
     assert np.isfinite(value) and (tmp_path / "metrics.json").exists()
+    # the checkpoint of a feature-cached run still takes images (verify.py, eval.py)
+    from siamese.verification import Verifier
+
+    verifier = Verifier(tmp_path / "checkpoints" / "last.ckpt")
+    assert verifier.module.cache_frozen_features is False
+    images = sorted((tiny_flowers / "flowers-102" / "jpg").iterdir())
+    distances = verifier.distances(images[:3], images[3:6])
+    assert distances.shape == (3,) and torch.isfinite(distances).all()
