@@ -234,11 +234,15 @@ class PairDataModule(pl.LightningDataModule):
             )
             for name, indices in splits.items()
         }
-        used = np.unique(np.concatenate(list(splits.values())))
-        self.images = image_store(
-            self.cache, catalog, self.image_size, used.tolist(), self.cache_dir, self.dataset, self.num_workers
-        )
         self.catalog, self.splits = catalog, splits
+        self.images = image_store(
+            self.cache, catalog, self.image_size, self.used_indices().tolist(), self.cache_dir, self.dataset,
+            self.num_workers,
+        )
+
+    def used_indices(self) -> np.ndarray:
+        """Catalog indices of every image some split uses, sorted."""
+        return np.unique(np.concatenate(list(self.splits.values())))
 
     def _bad_images(self, catalog: ImageCatalog) -> np.ndarray:
         """Indices of unusable images: an error naming the first, or (``skip``) a warning with the count."""

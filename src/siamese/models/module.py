@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -138,7 +137,7 @@ class SiameseModule(pl.LightningModule):
         if not self.cache_frozen_features or self.front_features is not None:
             return
         datamodule = self.trainer.datamodule
-        used = np.unique(np.concatenate(list(datamodule.splits.values())))
+        used = datamodule.used_indices()
         front = self.network.backbone.front()
         was_training = front.training
         front.eval()  # frozen blocks: nothing in them may depend on the mode (e.g. stochastic depth)
