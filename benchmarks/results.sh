@@ -9,14 +9,18 @@ offline=(data.root=../shared/data data.download=false
          image_size=128 trainer.enable_progress_bar=false callbacks.progress_bar=null)
 splits=stratified,official,unseen_classes
 
+python src/train.py -m experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 "${offline[@]}" \
+  hydra.sweep.dir="$out/finetune_last_blocks_batch_pairs"
+# the same without the miner, the flips and the wider margin: the sampled pairs only
 python src/train.py -m experiment=finetune_last_blocks data.split=$splits seed=1,2,3 "${offline[@]}" \
   hydra.sweep.dir="$out/finetune_last_blocks"
 # no training at all: ImageNet features through the untrained 64-d head
 python src/train.py -m experiment=finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 \
   data.split=$splits seed=1 "${offline[@]}" hydra.sweep.dir="$out/frozen_floor"
 # the tutorial's recipe, capped at 3 epochs (its 200 epochs with patience 30 do not fit a CPU budget)
-python src/train.py -m experiment=tutorial trainer.max_epochs=3 data.split=$splits seed=1 "${offline[@]}" \
+python src/train.py -m experiment=tutorial trainer.max_epochs=3 data.split=$splits seed=1,2,3 "${offline[@]}" \
   hydra.sweep.dir="$out/tutorial_3_epochs"
 
-python benchmarks/quality.py finetune_last_blocks="$out/finetune_last_blocks" \
+python benchmarks/quality.py finetune_last_blocks_batch_pairs="$out/finetune_last_blocks_batch_pairs" \
+  finetune_last_blocks="$out/finetune_last_blocks" \
   "tutorial (3 epochs)=$out/tutorial_3_epochs" "frozen floor=$out/frozen_floor"

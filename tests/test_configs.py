@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 
 from conftest import CONF, compose_train
 from siamese.data.datamodule import PairDataModule
+from siamese.models.miners import BatchPairs
 from siamese.models.module import SiameseModule
 from siamese.training import instantiate_group
 
@@ -68,6 +69,15 @@ def test_finetune_last_blocks_trains_blocks_14_to_18_on_cached_features(tmp_path
     assert module.network.normalize_embedding is True
     optimizer = module.configure_optimizers()["optimizer"]
     assert [group["lr"] for group in optimizer.param_groups] == [cfg.model.optimizer.lr, cfg.model.backbone_lr]
+
+
+def test_finetune_last_blocks_batch_pairs_adds_the_miner_flips_and_margin(tmp_path):
+    cfg = compose_train(["experiment=finetune_last_blocks_batch_pairs", *OFFLINE], tmp_path)
+    assert cfg.data.augmentation == "flip" and cfg.model.cache_frozen_features is True
+    assert cfg.callbacks.early_stopping.monitor == "val_loss" and cfg.trainer.max_epochs == 20
+    module = instantiate(cfg.model)
+    assert isinstance(module.miner, BatchPairs) and module.miner.margin == module.loss.margin == 1.4
+    assert module.network.backbone.frozen_blocks == 14 and module.backbone_lr == 1e-4
 
 
 def test_every_target_uses_one_lightning_namespace():

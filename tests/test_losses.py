@@ -5,6 +5,7 @@ import torch
 
 from siamese.errors import UserError
 from siamese.models.losses import ContrastiveLoss
+from siamese.models.miners import BatchPairs
 from siamese.models.network import EuclideanDistance
 
 
@@ -40,3 +41,37 @@ def test_distance_gradient_is_finite_for_identical_embeddings():
     a = torch.ones(1, 4, requires_grad=True)
     EuclideanDistance()(a, torch.ones(1, 4)).sum().backward()
     assert torch.isfinite(a.grad).all()
+
+
+def test_weighted_contrastive_loss_is_the_weighted_mean():
+    distance = torch.tensor([0.3, 0.3, 1.5])
+    same = torch.tensor([1.0, 0.0, 0.0])
+    weight = torch.tensor([2.0, 1.0, 1.0])
+    expected = (2 * 0.3**2 + (1 - 0.3) ** 2 + 0.0) / 4
+    assert ContrastiveLoss(margin=1.0)(distance, same, weight).item() == pytest.approx(expected)
+
+
+def test_batch_pairs_takes_every_pair_and_weighs_positives_and_hard_negatives_equally():
+    # four images on a line: classes 0, 0, 1, 1 at 0.0, 0.5, 0.8, 3.0
+    embeddings = torch.tensor([[0.0], [0.5], [0.8], [3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    distance, same, weight = BatchPairs(margin=1.0)(embeddings, labels, EuclideanDistance())
+    # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    assert distance.tolist() == pytest.approx([0.5, 0.8, 3.0, 0.3, 2.5, 2.2])
+    assert same.tolist() == [1, 0, 0, 0, 0, 1]
+    # 2 positives at 1/2 each; negatives closer than the margin: (0,2) and (1,2), 1/2 each; the rest 0
+    assert weight.tolist() == pytest.approx([0.5, 0.5, 0.0, 0.5, 0.0, 0.5])
+    loss = ContrastiveLoss(margin=1.0)(distance, same, weight).item()
+    assert loss == pytest.approx(((0.5**2 + 2.2**2) / 2 + ((1 - 0.8) ** 2 + (1 - 0.3) ** 2) / 2) / 2)
+
+
+def test_batch_pairs_without_hard_negatives_is_the_positive_mean():
+    embeddings = torch.tensor([[0.0], [0.1], [5.0], [5.2]])
+    distance, same, weight = BatchPairs(margin=1.0)(embeddings, torch.tensor([0, 0, 1, 1]), EuclideanDistance())
+    loss = ContrastiveLoss(margin=1.0)(distance, same, weight).item()
+    assert loss == pytest.approx((0.1**2 + 0.2**2) / 2, rel=1e-5)
+
+
+def test_batch_pairs_refuses_a_non_positive_margin():
+    with pytest.raises(UserError, match="model.miner.margin must be positive, got 0"):
+        BatchPairs(margin=0)

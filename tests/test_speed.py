@@ -12,6 +12,7 @@ from PIL import Image
 from conftest import compose_train, tiny_overrides
 from siamese.data.cache import DecodedImages, DiskImages
 from siamese.data.datamodule import PairDataModule
+from siamese.data.transforms import augment_transform
 from siamese.errors import UserError
 
 
@@ -135,7 +136,7 @@ def test_frozen_feature_cache_refuses_augmentation(tiny_flowers, tmp_path):
     cfg = compose_train([*tiny_overrides(tiny_flowers), "model.cache_frozen_features=true"], tmp_path)
     module, data = instantiate(cfg.model), instantiate(cfg.data)
     with pytest.raises(UserError, match="data.augmentation=tutorial changes the images every epoch; set "
-                                        "data.augmentation=none or model.cache_frozen_features=false"):
+                                        "data.augmentation=none or flip, or model.cache_frozen_features=false"):
         validate(module, data)
 
 
@@ -178,3 +179,26 @@ def test_bf16_run_with_every_speed_option(tiny_flowers, tmp_path):
     images = sorted((tiny_flowers / "flowers-102" / "jpg").iterdir())
     distances = verifier.distances(images[:3], images[3:6])
     assert distances.shape == (3,) and torch.isfinite(distances).all()
+
+
+def test_cached_flips_follow_the_flips_of_the_uncached_path(tiny_flowers, tmp_path):
+    plain, data = module_and_data(tiny_flowers, tmp_path)
+    cached, cached_data = module_and_data(tiny_flowers, tmp_path, "model.cache_frozen_features=true")
+    cached.load_state_dict(plain.state_dict())
+    for datamodule in (data, cached_data):
+        datamodule.augmentation = "flip"
+        datamodule.transforms["train"] = augment_transform("flip")
+    validate(cached, cached_data)  # fills the cache: every image, then every image mirrored
+    data.setup()
+    assert len(cached.front_features) == 2 * len(cached_data.catalog)
+
+    plain_batch, cached_batch = next(iter(data.train_dataloader())), next(iter(cached_data.train_dataloader()))
+    images = torch.cat(plain_batch[:2])
+    rows = torch.cat(cached_batch[:2])
+    mirrored = rows >= len(cached_data.catalog)
+    assert mirrored.any() and not mirrored.all()
+    with torch.no_grad():
+        assert torch.allclose(cached.embed(rows), plain.embed(images), atol=1e-5)
+    # the rows name the pair's images: the same catalog indices as the pairs themselves
+    first = cached_data.pairs("train")[: len(cached_batch[0])]
+    assert (cached_batch[0] % len(cached_data.catalog)).tolist() == [a for a, _, _ in first]

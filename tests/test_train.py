@@ -148,3 +148,35 @@ def test_multirun_writes_one_run_per_job(tiny_flowers, tmp_path):
         margins.append([l for l in (job / "config_resolved.yaml").read_text().splitlines()
                         if l.startswith("margin:")][0])
     assert margins == ["margin: 0.5", "margin: 1.0"]
+
+
+def test_pair_batches_carry_the_classes_of_their_images(tiny_flowers):
+    data = PairDataModule(root=str(tiny_flowers), download=False, image_size=32, batch_size=4, augmentation="none",
+                          num_workers=0)
+    data.setup()
+    rows = [row for *_, same, _, class_a, class_b in data.val_dataloader()
+            for row in zip(same.tolist(), class_a.tolist(), class_b.tolist())]
+    expected = [(float(same), int(data.catalog.labels[a]), int(data.catalog.labels[b])) for a, b, same in data.pairs("val")]
+    assert rows == expected
+    assert all((class_a == class_b) == (same == 1) for same, class_a, class_b in rows)
+
+
+def test_a_miner_trains_on_every_pair_of_the_batch(tiny_flowers, tmp_path):
+    miner = "model.miner={_target_:siamese.models.miners.BatchPairs,margin:${margin}}"
+    cfg = compose_train([*tiny_overrides(tiny_flowers), "data.augmentation=none", miner], tmp_path)
+    pl.seed_everything(0)
+    module, data = instantiate(cfg.model), instantiate(cfg.data)
+    data.setup()
+    batch = next(iter(data.train_dataloader()))
+    images_a, images_b, same, _, class_a, class_b = batch
+    with torch.no_grad():
+        mined = module.training_step(batch, 0)
+        embeddings = module.embed(torch.cat([images_a, images_b]))
+        distance = module.network.distance(embeddings[:, None], embeddings[None])  # all pairs, by hand
+        labels = torch.cat([class_a, class_b])
+        upper = torch.triu(torch.ones_like(distance, dtype=torch.bool), diagonal=1)
+        positive = (labels[:, None] == labels[None]) & upper
+        hard = (labels[:, None] != labels[None]) & upper & (distance < cfg.margin)
+        by_hand = distance[positive].pow(2).mean() / 2 + (cfg.margin - distance[hard]).pow(2).mean() / 2
+        assert mined.item() == pytest.approx(by_hand.item(), rel=1e-4)
+        assert mined.item() != pytest.approx(module.loss(module(images_a, images_b), same).item(), rel=1e-3)

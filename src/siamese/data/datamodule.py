@@ -55,32 +55,43 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+# A 1x2 image, dark left and bright right: transformed, it shows whether a transform mirrored it.
+MIRROR_PROBE = torch.tensor([0, 255], dtype=torch.uint8).expand(3, 1, 2)
+
+
 class PairDataset(Dataset):
-    """Indexed by ``(index_a, index_b, same[, seed[, position]])``: both images (from ``images``,
-    a store of uint8 tensors) transformed, the label, and the position (-1 when not given).
+    """Indexed by ``(index_a, index_b, same[, seed[, position]])``: ``(image_a, image_b, same,
+    position, class_a, class_b)``, the images (from ``images``, a store of uint8 tensors)
+    transformed, the position -1 when not given, the classes from ``labels`` (catalog order).
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
-    With ``yield_indices``, the catalog indices of the two images stand in for the images.
+    With ``yield_indices``, feature-bank rows stand in for the images: the catalog index, plus
+    ``len(labels)`` when the transform, with the same random draws, would have mirrored the image
+    (the only augmentation a cache of features can follow, ``data.augmentation=flip``).
     """
 
-    def __init__(self, images: Dataset, transform: Callable, yield_indices: bool = False) -> None:
+    def __init__(self, images: Dataset, labels: np.ndarray, transform: Callable, yield_indices: bool = False) -> None:
         self.images = images
+        self.labels = labels
         self.transform = transform
         self.yield_indices = yield_indices
 
-    def __getitem__(self, key: tuple[int, ...]) -> tuple[Any, Any, torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[Any, Any, torch.Tensor, int, int, int]:
         index_a, index_b, same = key[:3]
         position = key[4] if len(key) > 4 else -1
-        if self.yield_indices:
-            return index_a, index_b, torch.tensor(same, dtype=torch.float32), position
-        images = [self.images[index_a], self.images[index_b]]
+        classes = int(self.labels[index_a]), int(self.labels[index_b])
+        transform = self._bank_row if self.yield_indices else lambda index: self.transform(self.images[index])
         if len(key) > 3:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(key[3])
-                tensors = [self.transform(image) for image in images]
+                a, b = transform(index_a), transform(index_b)
         else:
-            tensors = [self.transform(image) for image in images]
-        return tensors[0], tensors[1], torch.tensor(same, dtype=torch.float32), position
+            a, b = transform(index_a), transform(index_b)
+        return a, b, torch.tensor(same, dtype=torch.float32), position, *classes
+
+    def _bank_row(self, index: int) -> int:
+        probe = self.transform(MIRROR_PROBE)
+        return index + len(self.labels) * int(probe[0, 0, 0] > probe[0, 0, 1])
 
 
 class ImageDataset(Dataset):
@@ -293,7 +304,8 @@ class PairDataModule(pl.LightningDataModule):
     def _dataloader(self, split: str) -> DataLoader:
         assert self.catalog is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
-        return self._loader(PairDataset(self.images, transform, self.yield_indices), sampler=self.samplers[split])
+        dataset = PairDataset(self.images, self.catalog.labels, transform, self.yield_indices)
+        return self._loader(dataset, sampler=self.samplers[split])
 
     def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
         workers = self.num_workers

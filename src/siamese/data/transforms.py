@@ -29,6 +29,7 @@ def _tutorial_augmentation() -> list[v2.Transform]:
 
 AUGMENTATIONS = {
     "none": list,
+    "flip": lambda: [v2.RandomHorizontalFlip()],
     "tutorial": _tutorial_augmentation,
 }
 

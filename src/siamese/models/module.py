@@ -15,6 +15,7 @@ from siamese.metrics import FAR_LEVELS, Collector, best_threshold, retrieval_met
 from siamese.models.network import SiameseNetwork
 
 PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
+CACHEABLE_AUGMENTATIONS = ("none", "flip")  # data.augmentation values the frozen-feature cache can hold
 
 
 def in_order(position: torch.Tensor) -> torch.Tensor:
@@ -27,7 +28,7 @@ def in_order(position: torch.Tensor) -> torch.Tensor:
 
 
 class SiameseModule(pl.LightningModule):
-    """Trains ``network`` with ``loss`` on batches ``(images_a, images_b, same, position)``.
+    """Trains ``network`` with ``loss`` on batches ``(images_a, images_b, same, position, class_a, class_b)``.
 
     A pair is predicted "same" when its distance is below the threshold. With
     ``threshold=None`` it is calibrated after every validation epoch, as the distance that
@@ -36,7 +37,10 @@ class SiameseModule(pl.LightningModule):
 
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) that receive the
     parameters / the optimizer. ``backbone_lr``, when given, is the learning rate of the
-    trainable backbone layers; the head uses the optimizer's own.
+    trainable backbone layers; the head uses the optimizer's own. ``miner`` (e.g.
+    ``BatchPairs``), when given, chooses and weights the training pairs among all the images of
+    a batch, by their classes; without one the loss sees the sampled pairs. Validation and test
+    always score the sampled pairs.
 
     Validation logs ``val_loss``, ``val_acc``, ``val_precision``, ``val_recall``, ``val_f1``,
     ``val_acc@0.5``, ``val_auroc`` and ``val_threshold``; testing logs the same for ``test_``
@@ -48,7 +52,9 @@ class SiameseModule(pl.LightningModule):
     inputs in NHWC order, which convolutions on recent CPUs and GPUs run faster; ``compile`` runs
     the embedding through ``torch.compile``; ``cache_frozen_features`` computes the frozen blocks
     at the start of the backbone once per image (at the start of fit, validate and test) and
-    trains only the rest. The last needs unaugmented images (``data.augmentation=none``).
+    trains only the rest. The last needs images that are the same every epoch
+    (``data.augmentation=none``) or one of two (``flip``: both orientations are cached, and each
+    training image takes the one the uncached path would have drawn).
 
     Validation and test metrics are computed once per epoch over every pair of the split, in
     pair order (``position``): under DDP the scores of all processes are gathered, put back in
@@ -67,11 +73,13 @@ class SiameseModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         cache_frozen_features: bool = False,
+        miner: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["network", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(logger=False, ignore=["network", "loss", "optimizer", "scheduler", "miner"])
         self.network = network
         self.loss = loss
+        self.miner = miner
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr = backbone_lr
@@ -93,7 +101,7 @@ class SiameseModule(pl.LightningModule):
         self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
         self.embed_images, self.embed_front_features = network.embed, network.embed_front_features
         self.cache_frozen_features = cache_frozen_features
-        # backbone.front() of every catalog image, indexed by catalog index (cache_frozen_features)
+        # backbone.front() of every catalog image by catalog index, then mirrored ones (cache_frozen_features)
         self.front_features: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
@@ -110,11 +118,11 @@ class SiameseModule(pl.LightningModule):
             raise UserError(
                 "model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder)"
             )
-        if datamodule.augmentation != "none":
+        if datamodule.augmentation not in CACHEABLE_AUGMENTATIONS:
             raise UserError(
                 f"model.cache_frozen_features=true computes each image's features once, but "
                 f"data.augmentation={datamodule.augmentation} changes the images every epoch; set "
-                "data.augmentation=none or model.cache_frozen_features=false"
+                "data.augmentation=none or flip, or model.cache_frozen_features=false"
             )
         if self.network.backbone.frozen_blocks == 0:
             raise UserError(
@@ -144,11 +152,16 @@ class SiameseModule(pl.LightningModule):
         bank = None
         loader = datamodule.image_dataloader(used, yield_indices=False)
         progress = tqdm(loader, desc="caching frozen features", unit="batch", leave=False, disable=None)
+        catalog_size = len(datamodule.catalog)
+        views = 2 if datamodule.augmentation == "flip" else 1  # row i + catalog_size: image i mirrored
         for images, _, position in progress:
-            features = front(self._to_model_format(images.to(self.device)))
-            if bank is None:
-                bank = features.new_zeros((len(datamodule.catalog), *features.shape[1:]))
-            bank[torch.as_tensor(used[position.numpy()], device=self.device)] = features
+            images = images.to(self.device)
+            rows = torch.as_tensor(used[position.numpy()], device=self.device)
+            for view in range(views):
+                features = front(self._to_model_format(images if view == 0 else images.flip(-1)))
+                if bank is None:
+                    bank = features.new_zeros((views * catalog_size, *features.shape[1:]))
+                bank[rows + view * catalog_size] = features
         front.train(was_training)
         self.front_features = bank
 
@@ -156,7 +169,7 @@ class SiameseModule(pl.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Embeddings of images, or of catalog indices when the frozen features are cached."""
+        """Embeddings of images, or of feature-bank rows (catalog indices) when the frozen features are cached."""
         if self.cache_frozen_features:
             return self.embed_front_features(self.front_features[inputs])
         return self.embed_images(self._to_model_format(inputs))
@@ -165,8 +178,12 @@ class SiameseModule(pl.LightningModule):
         return self.network.halves_distance(self.embed(torch.cat([images_a, images_b])))
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        images_a, images_b, same = batch[:3]
-        loss = self.loss(self(images_a, images_b), same)
+        images_a, images_b, same, _, class_a, class_b = batch
+        if self.miner is None:
+            loss = self.loss(self(images_a, images_b), same)
+        else:
+            embeddings = self.embed(torch.cat([images_a, images_b]))
+            loss = self.loss(*self.miner(embeddings, torch.cat([class_a, class_b]), self.network.distance))
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
@@ -176,7 +193,7 @@ class SiameseModule(pl.LightningModule):
         return loss
 
     def _pair_step(self, split: str, batch: tuple[torch.Tensor, ...]) -> None:
-        images_a, images_b, same, position = batch
+        images_a, images_b, same, position = batch[:4]
         self.pair_scores[split].update(distance=self(images_a, images_b), same=same, position=position)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
