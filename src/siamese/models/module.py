@@ -179,10 +179,10 @@ class SiameseModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         images_a, images_b, same, _, class_a, class_b = batch
+        embeddings = self.embed(torch.cat([images_a, images_b]))
         if self.miner is None:
-            loss = self.loss(self(images_a, images_b), same)
+            loss = self.loss(self.network.halves_distance(embeddings), same)
         else:
-            embeddings = self.embed(torch.cat([images_a, images_b]))
             loss = self.loss(*self.miner(embeddings, torch.cat([class_a, class_b]), self.network.distance))
         if not torch.isfinite(loss):
             raise UserError(
