@@ -23,16 +23,21 @@ from _common import compose, median, print_table, sync, training_only_trainer, w
 
 
 def make_batches(steps: int, batch_size: int, image_size: int) -> list[tuple[torch.Tensor, ...]]:
+    """Random pair batches shaped like the data module's: (images_a, images_b, same, position, class_a, class_b)."""
     generator = torch.Generator().manual_seed(0)
-    return [
-        (
+    batches = []
+    for _ in range(steps):
+        same = torch.randint(0, 2, (batch_size,), generator=generator)
+        class_a = torch.arange(batch_size)
+        batches.append((
             torch.randn(batch_size, 3, image_size, image_size, generator=generator),
             torch.randn(batch_size, 3, image_size, image_size, generator=generator),
-            torch.randint(0, 2, (batch_size,), generator=generator).float(),
+            same.float(),
             torch.arange(batch_size),
-        )
-        for _ in range(steps)
-    ]
+            class_a,
+            torch.where(same.bool(), class_a, class_a + batch_size),
+        ))
+    return batches
 
 
 class StepClock(pl.Callback):
@@ -64,7 +69,7 @@ def bare_run(module, batches, args) -> float:
     module.to(device).train()
     optimizer = module.configure_optimizers()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision.startswith("bf16"))
-    for step, (images_a, images_b, same, _) in enumerate(batches):
+    for step, (images_a, images_b, same, *_) in enumerate(batches):
         if step == args.warmup:
             sync(args.accelerator)
             start = time.perf_counter()
