@@ -27,12 +27,12 @@ def main(cfg: DictConfig) -> None:
                 raise UserError(f"image {image} does not exist")
         distance = float(verifier.distances([Path(cfg.image_a)], [Path(cfg.image_b)])[0])
         verdict = "SAME" if distance < verifier.threshold else "DIFFERENT"
-        print(f"distance {distance:.4f}  threshold {verifier.threshold:.4f}  {verdict}")
+        print(f"distance {distance:.4f}  threshold {verifier.threshold:.4f} ({verifier.threshold_rule})  {verdict}")
         return
     pairs = Path(cfg.pairs)
     out = Path(cfg.out) if cfg.out else pairs.with_name(f"{pairs.stem}_verified.csv")
     metrics = verify_csv(verifier, pairs, out, batch_size=cfg.batch_size)
-    print(f"scored pairs written to {out} (threshold {verifier.threshold:.4f})")
+    print(f"scored pairs written to {out} (threshold {verifier.threshold:.4f}, {verifier.threshold_rule})")
     if metrics is not None:
         print(format_table(metrics))
 

@@ -45,3 +45,14 @@ class Payload:
     def __reduce__(self):
         return (open, (self.path, "w"))
 
+
+
+class LastCheckpointEpochs(pl.Callback):
+    """Record, at the start of every training epoch, the epoch stored in ``checkpoints/last.ckpt``."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.path, self.seen = os.path.join(dirpath, "last.ckpt"), []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        exists = os.path.exists(self.path)
+        self.seen.append(torch.load(self.path, weights_only=True)["epoch"] if exists else None)

@@ -14,7 +14,8 @@ from PIL import Image
 
 from conftest import ROOT, compose_train, run_script, tiny_overrides, write_image_folder
 from helpers import Payload
-from siamese.data.datamodule import PairDataModule, read_rgb
+from siamese.data.datamodule import PairDataModule
+from siamese.data.io import read_rgb
 from siamese.data.pairs import PairSampler
 from siamese.data.sources import load_flowers102, load_image_folder
 from siamese.data.transforms import build_transform

@@ -16,6 +16,7 @@ from siamese.callbacks import PairListWriter, TensorBoardNotebook
 from siamese.cli import format_table
 from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
 from siamese.errors import UserError
+from siamese.metrics import threshold_rule
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
         distances, _ = module.scores["val"]
         datamodule.write_pairs("val", run_dir / "pairs_val.csv", distances.tolist(), float(module.threshold))
     metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
-    metrics.update(checkpoint=str(cfg.ckpt_path), split=merged.data.split, eval_split=cfg.eval_split)
+    model = merged.model
+    metrics.update(
+        checkpoint=str(cfg.ckpt_path), split=merged.data.split, eval_split=cfg.eval_split,
+        threshold_rule=threshold_rule(model.get("threshold"), model.get("threshold_far")),
+    )
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(format_table(metrics))
     log.info("metrics and scored pairs written to %s", run_dir)

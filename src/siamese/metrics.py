@@ -56,6 +56,30 @@ def best_threshold(distance: torch.Tensor, same: torch.Tensor) -> float:
     return float(middle if low < middle else high)
 
 
+def threshold_at_far(distance: torch.Tensor, same: torch.Tensor, far: float) -> float:
+    """The largest threshold whose false accept rate on these pairs is at most ``far``.
+
+    A false accept is a different-class pair with ``distance < threshold``; with N negatives at
+    most ``floor(far * N)`` of them may fall below the threshold. With no negatives at all,
+    every pair is accepted.
+    """
+    negatives = torch.sort(distance[same == 0]).values
+    allowed = int(far * len(negatives) + 1e-9)
+    if allowed >= len(negatives):
+        top = distance.max() if len(distance) else torch.tensor(0.0)
+        return float(torch.nextafter(top, torch.tensor(float("inf"), dtype=top.dtype)))
+    return float(negatives[allowed])  # exactly `allowed` negatives (fewer with ties) lie strictly below
+
+
+def threshold_rule(fixed: float | None, far: float | None) -> str:
+    """In words, how a threshold was chosen: fixed, or calibrated on validation for accuracy or a FAR."""
+    if fixed is not None:
+        return f"fixed at {float(fixed):g}"
+    if far is not None:
+        return f"calibrated on validation: false accept rate at most {float(far):g}"
+    return "calibrated on validation: highest accuracy"
+
+
 def roc_curve(distance: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """False and true positive rates of ``same`` over every threshold (torchmetrics' ROC)."""
     fpr, tpr, _ = binary_roc(similarity(distance.float()), same.long())

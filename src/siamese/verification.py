@@ -8,42 +8,25 @@ from typing import Sequence
 
 import torch
 
-from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
-from siamese.data.datamodule import read_rgb
-from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from siamese.data.io import read_rgb
 from siamese.errors import UserError
+from siamese.inference.embedder import Embedder
 from siamese.metrics import FAR_LEVELS, verification_metrics
-from siamese.models.module import SiameseModule
 
 
-class Verifier:
-    """A checkpoint's network with the preprocessing of its evaluation, on ``device``."""
+class Verifier(Embedder):
+    """A checkpoint's network with the preprocessing of its evaluation: distances of image pairs."""
 
-    def __init__(self, ckpt_path: str | Path, device: str = "cpu", threshold: float | None = None) -> None:
-        checkpoint = load_checkpoint(ckpt_path)
-        cfg = run_config(checkpoint)
-        if threshold is not None:
-            cfg.model.threshold = float(threshold)
-        self.module: SiameseModule = module_from_checkpoint(checkpoint, cfg).to(device)
-        self.device = device
-        data = cfg.data
-        self.transform = build_transform(
-            int(data.image_size), "none", data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD)
-        )
-
-    @property
-    def threshold(self) -> float:
-        return float(self.module.threshold)
-
-    @torch.no_grad()
     def distances(self, images_a: Sequence[Path], images_b: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
-        """Distance of each pair ``(images_a[i], images_b[i])``."""
-        result = []
-        for start in range(0, len(images_a), batch_size):
-            a = torch.stack([self.transform(read_rgb(p)) for p in images_a[start : start + batch_size]])
-            b = torch.stack([self.transform(read_rgb(p)) for p in images_b[start : start + batch_size]])
-            result.append(self.module(a.to(self.device), b.to(self.device)).cpu())
-        return torch.cat(result) if result else torch.empty(0)
+        """Distance of each pair ``(images_a[i], images_b[i])``; every image is embedded once."""
+        unique = list(dict.fromkeys([*images_a, *images_b]))
+        if not unique:
+            return torch.empty(0)
+        row = {path: k for k, path in enumerate(unique)}
+        embeddings = self.embed_files(unique, batch_size, desc="embedding")
+        a = embeddings[[row[p] for p in images_a]]
+        b = embeddings[[row[p] for p in images_b]]
+        return self.distance(a, b)
 
 
 def read_pairs_csv(path: Path) -> tuple[list[Path], list[Path], list[int] | None]:

@@ -1,7 +1,8 @@
 """Callbacks that observe a run and write files or pictures about it."""
 
+from siamese.callbacks.epoch_log import EpochLog
 from siamese.callbacks.pair_lists import PairListWriter
 from siamese.callbacks.reliability import CheckpointOnInterrupt
 from siamese.callbacks.tensorboard_notebook import TensorBoardNotebook
 
-__all__ = ["CheckpointOnInterrupt", "PairListWriter", "TensorBoardNotebook"]
+__all__ = ["CheckpointOnInterrupt", "EpochLog", "PairListWriter", "TensorBoardNotebook"]

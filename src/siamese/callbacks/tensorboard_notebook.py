@@ -12,7 +12,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torchvision.transforms import v2
 
 from siamese.callbacks import figures
-from siamese.data.datamodule import PairDataModule, read_rgb
+from siamese.data.datamodule import PairDataModule
+from siamese.data.io import read_rgb
 from siamese.data.pairs import Pair
 from siamese.metrics import roc_curve
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from siamese.data.sources import ImageCatalog
+from siamese.data.io import read_rgb
 from siamese.data.transforms import prepare_transform
 from siamese.errors import UserError
 
@@ -42,7 +43,6 @@ class DecodedImages(Dataset):
         return len(self.catalog)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from siamese.data.datamodule import read_rgb  # the datamodule imports this module
 
         return self.prepare(read_rgb(self.catalog.path(index)))
 

@@ -11,10 +11,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from siamese.data.cache import CACHE_KINDS, image_store
+from siamese.data.io import image_problem
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
@@ -23,36 +23,6 @@ from siamese.errors import UserError, as_number, check
 
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-
-
-def read_rgb(path: Path) -> Image.Image:
-    """Open an image file as 8-bit RGB (from grayscale, palette, RGBA, CMYK or 16-bit too),
-    or raise a UserError naming the file."""
-    try:
-        with Image.open(path) as image:
-            if image.mode.startswith("I"):  # 16/32-bit integer grayscale: scale, do not clip
-                pixels = np.asarray(image, dtype=np.float64)
-                top = 65535.0 if pixels.max() > 255 else 255.0
-                image = Image.fromarray((pixels * 255.0 / top).round().astype(np.uint8))
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise UserError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
-
-
-def image_problem(path: Path) -> str | None:
-    """Why ``path`` is not a usable image, from its header and end alone (cheap), or None."""
-    try:
-        with Image.open(path) as image:
-            image_format = image.format
-            image.verify()
-        if image_format == "JPEG":
-            with open(path, "rb") as handle:
-                handle.seek(max(0, path.stat().st_size - 1024))
-                if b"\xff\xd9" not in handle.read():  # every complete JPEG ends with an EOI marker
-                    return "truncated JPEG"
-    except (OSError, ValueError, SyntaxError) as exc:
-        return str(exc) or type(exc).__name__
-    return None
 
 
 # A 1x2 image, dark left and bright right: transformed, it shows whether a transform mirrored it.
@@ -227,6 +197,11 @@ class PairDataModule(pl.LightningDataModule):
         load_source(self.dataset, self.root, self.download)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.split == "all" and stage in ("fit", "validate"):
+            raise UserError(
+                "data.split=all makes every image a test image, for src/eval.py on a trained checkpoint; "
+                "to train or validate choose data.split=stratified, unseen_classes or official"
+            )
         if self.catalog is not None:
             return
         catalog = load_source(self.dataset, self.root, self.download)

@@ -10,7 +10,7 @@ from siamese.data.sources import ImageCatalog
 from siamese.errors import UserError, as_number
 
 SPLIT_NAMES = ("train", "val", "test")
-SPLITS = ("official", "stratified", "unseen_classes")
+SPLITS = ("official", "stratified", "unseen_classes", "all")
 
 
 def check_fractions(fractions: Sequence[float], key: str = "data.split_fractions") -> tuple[float, float, float]:
@@ -70,7 +70,7 @@ def split_indices(
     seed: int,
     class_fractions: Sequence[float] = (0.6, 0.2, 0.2),
 ) -> dict[str, np.ndarray]:
-    """Index lists for "train", "val" and "test" by ``method`` (one of ``SPLITS``)."""
+    """Index lists for "train", "val" and "test" by ``method`` (one of ``SPLITS``); ``all``: every image in "test"."""
     if method == "official":
         if catalog.official_split is None:
             raise UserError("this dataset has no official split; set data.split=stratified or unseen_classes")
@@ -79,4 +79,6 @@ def split_indices(
         return stratified_split(catalog.labels, fractions, seed)
     if method == "unseen_classes":
         return unseen_classes_split(catalog.labels, class_fractions, seed)
+    if method == "all":  # a folder to evaluate a trained model on: nothing to train or calibrate with
+        return {"test": np.arange(len(catalog))}
     raise UserError(f"unknown data.split '{method}'; choose one of: {', '.join(SPLITS)}")

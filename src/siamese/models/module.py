@@ -10,8 +10,10 @@ from torch import nn
 from tqdm import tqdm
 
 from siamese.data.datamodule import PairDataModule
-from siamese.errors import UserError
-from siamese.metrics import FAR_LEVELS, Collector, best_threshold, retrieval_metrics, verification_metrics
+from siamese.errors import UserError, as_number
+from siamese.metrics import (
+    FAR_LEVELS, Collector, best_threshold, retrieval_metrics, threshold_at_far, verification_metrics,
+)
 from siamese.models.network import SiameseNetwork
 
 PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
@@ -32,7 +34,8 @@ class SiameseModule(pl.LightningModule):
 
     A pair is predicted "same" when its distance is below the threshold. With
     ``threshold=None`` it is calibrated after every validation epoch, as the distance that
-    maximises validation accuracy; a number fixes it. The threshold is a buffer, so the
+    maximises validation accuracy, or, with ``threshold_far``, the largest distance whose false
+    accept rate on the validation pairs is at most ``threshold_far``; a number fixes it. The threshold is a buffer, so the
     checkpoint carries it to testing and to ``verify.py``.
 
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) that receive the
@@ -74,8 +77,15 @@ class SiameseModule(pl.LightningModule):
         compile: bool = False,
         cache_frozen_features: bool = False,
         miner: nn.Module | None = None,
+        threshold_far: float | None = None,
     ) -> None:
         super().__init__()
+        if threshold_far is not None:
+            threshold_far = as_number(threshold_far, "model.threshold_far")
+            if not 0.0 < threshold_far < 1.0:
+                raise UserError(f"model.threshold_far must be between 0 and 1 (a false accept rate), got {threshold_far}")
+            if threshold is not None:
+                raise UserError("model.threshold fixes the threshold and model.threshold_far calibrates it: set only one")
         self.save_hyperparameters(logger=False, ignore=["network", "loss", "optimizer", "scheduler", "miner"])
         self.network = network
         self.loss = loss
@@ -84,6 +94,7 @@ class SiameseModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.backbone_lr = backbone_lr
         self.calibrate_threshold = threshold is None
+        self.threshold_far = threshold_far
         self.register_buffer("threshold", torch.tensor(0.5 if threshold is None else float(threshold)))
         self.pair_scores = nn.ModuleDict(
             {split: Collector(["distance", "same", "position"]) for split in ("val", "test")}
@@ -209,7 +220,10 @@ class SiameseModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         distance, same = self._collected("val")
         if self.calibrate_threshold and len(distance):
-            self.threshold.fill_(best_threshold(distance, same))
+            if self.threshold_far is None:
+                self.threshold.fill_(best_threshold(distance, same))
+            else:
+                self.threshold.fill_(threshold_at_far(distance, same, self.threshold_far))
         self._log_pair_metrics("val", distance, same)
 
     def on_test_epoch_end(self) -> None:

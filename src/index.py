@@ -1,0 +1,20 @@
+"""Embed a folder of images into an index: ``python src/index.py ckpt_path=CKPT images=DIR out=gallery.pt``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from siamese.cli import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="index")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from siamese.inference.commands import build_index
+
+    build_index(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Nearest gallery images of queries, or their names: ``python src/search.py index=gallery.pt query=IMG``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from siamese.cli import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="search")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from siamese.inference.commands import search
+
+    search(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Reading image files: decoding to 8-bit RGB, a cheap check for damage, finding images in a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from siamese.errors import UserError
+
+# What torchvision's ImageFolder accepts, so a gallery and a training folder see the same files.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """Open an image file as 8-bit RGB (from grayscale, palette, RGBA, CMYK or 16-bit too),
+    or raise a UserError naming the file."""
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):  # 16/32-bit integer grayscale: scale, do not clip
+                pixels = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if pixels.max() > 255 else 255.0
+                image = Image.fromarray((pixels * 255.0 / top).round().astype(np.uint8))
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise UserError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable image, from its header and end alone (cheap), or None."""
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+            image.verify()
+        if image_format == "JPEG":
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - 1024))
+                if b"\xff\xd9" not in handle.read():  # every complete JPEG ends with an EOI marker
+                    return "truncated JPEG"
+    except (OSError, ValueError, SyntaxError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, hidden files and folders skipped), sorted, relative to it."""
+    found = [
+        path.relative_to(folder)
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    ]
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.parts))

@@ -1,0 +1,145 @@
+"""Search a gallery with query images, name them by their nearest labelled neighbours, draw a sheet."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from siamese.data.io import find_images, read_rgb
+from siamese.errors import UserError
+from siamese.inference.gallery import Gallery, Neighbours, label_of
+
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Query:
+    """A query image, and its label when the query folder has one subfolder per class ("" otherwise)."""
+
+    path: Path
+    label: str = ""
+
+
+def read_queries(query: Path) -> list[Query]:
+    """One image, or every image under a folder (labelled by its class subfolder, if any)."""
+    if query.is_file():
+        return [Query(query)]
+    if not query.exists():
+        raise UserError(f"query {query} does not exist; give an image or a folder of images")
+    files = find_images(query)
+    if not files:
+        raise UserError(f"no images found under query folder {query}")
+    return [Query(query / relative, label_of(relative)) for relative in files]
+
+
+def vote(labels: Sequence[str], distances: Sequence[float], threshold: float) -> tuple[str, int]:
+    """The label most of the nearest labelled neighbours have (ties: the one with the nearer
+    member), and how many voted for it; ``unknown`` (0 votes) when even the nearest is at or
+    beyond ``threshold``."""
+    if not labels or distances[0] >= threshold:
+        return UNKNOWN, 0
+    counts = Counter(labels)
+    nearest_rank = {label: labels.index(label) for label in counts}  # neighbours come nearest first
+    best = max(counts, key=lambda label: (counts[label], -nearest_rank[label]))
+    return best, counts[best]
+
+
+@dataclass
+class Identification:
+    """A query's label by vote, the votes for it, the nearest labelled distance, and (for a
+    labelled query) whether the label is right."""
+
+    query: Query
+    label: str
+    votes: int
+    nearest_distance: float
+    correct: bool | None = None
+
+
+def identify(
+    gallery: Gallery, queries: list[Query], embeddings: torch.Tensor, k: int, threshold: float, backend: str,
+    exclude: list[int | None],
+) -> list[Identification]:
+    """Name each query by a k-NN vote among the labelled gallery images (or ``unknown``).
+
+    A query with a label counts as correct when it gets its own label, or ``unknown`` when no
+    gallery image has that label (an open-set answer).
+    """
+    labelled = torch.tensor([row for row, label in enumerate(gallery.labels) if label], dtype=torch.long)
+    if len(labelled) == 0:
+        raise UserError("identify=true needs a labelled gallery: index a folder with one subfolder per class")
+    neighbours = gallery.search(embeddings, min(k, len(labelled)), backend, exclude, rows=labelled)
+    known_labels = set(gallery.labels)
+    result = []
+    for i, query in enumerate(queries):
+        labels = [gallery.labels[int(r)] for r in neighbours.rows[i]]
+        distances = neighbours.distances[i].tolist()
+        label, votes = vote(labels, distances, threshold)
+        item = Identification(query, label, votes, distances[0])
+        if query.label:
+            expected = query.label if query.label in known_labels else UNKNOWN
+            item.correct = label == expected
+        result.append(item)
+    return result
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    """Write a CSV whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    partial.replace(path)
+
+
+def neighbour_rows(gallery: Gallery, queries: list[Query], neighbours: Neighbours) -> list[list]:
+    """CSV rows: query, rank, neighbour path, its label, distance, same class (when both are labelled)."""
+    rows = []
+    for i, query in enumerate(queries):
+        for rank, (row, distance) in enumerate(zip(neighbours.rows[i].tolist(), neighbours.distances[i].tolist()), 1):
+            label = gallery.labels[row]
+            same = "" if not (query.label and label) else int(query.label == label)
+            rows.append([str(query.path), rank, gallery.paths[row], label, f"{distance:.6f}", same])
+    return rows
+
+
+def contact_sheet(
+    gallery: Gallery, queries: list[Query], neighbours: Neighbours, path: Path, thumbnail: int = 96,
+    max_rows: int = 20,
+) -> None:
+    """A PNG: one row per query (blue frame), then its neighbours with their distances; a green or
+    red frame when query and neighbour are both labelled and of the same or another class."""
+    shown = queries[:max_rows]
+    k = neighbours.rows.shape[1]
+    pad, caption = 6, 14
+    cell_w, cell_h = thumbnail + 2 * pad, thumbnail + 2 * pad + caption
+    sheet = Image.new("RGB", ((k + 1) * cell_w, max(1, len(shown)) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def paste(image_path: Path, column: int, line: int, frame: str, text: str) -> None:
+        x, y = column * cell_w, line * cell_h
+        tile = ImageOps.fit(read_rgb(image_path), (thumbnail, thumbnail))
+        draw.rectangle([x + 1, y + 1, x + cell_w - 2, y + thumbnail + 2 * pad - 2], fill=frame)
+        sheet.paste(tile, (x + pad, y + pad))
+        draw.text((x + pad, y + thumbnail + 2 * pad), text, fill="black")
+
+    for line, query in enumerate(shown):
+        paste(query.path, 0, line, "#1f5fbf", (query.label or query.path.name)[:16])
+        for column, (row, distance) in enumerate(
+            zip(neighbours.rows[line].tolist(), neighbours.distances[line].tolist()), 1
+        ):
+            label = gallery.labels[row]
+            frame = "#bbbbbb" if not (query.label and label) else "#2e9e44" if label == query.label else "#d03030"
+            paste(gallery.file(row), column, line, frame, f"{distance:.3f}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    sheet.save(partial, format="PNG")
+    partial.replace(path)
