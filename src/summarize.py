@@ -1,4 +1,4 @@
-"""Summarise a sweep: ``python src/summarize.py outputs/multirun/<sweep> [--metric val_auroc]``."""
+"""Summarise a sweep: ``python src/summarize.py outputs/multirun/<sweep> [--metric test_auroc]``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a folder written by python src/train.py -m ...")
-    parser.add_argument("--metric", default="val_loss", help="the metric to sort by (default: val_loss)")
+    parser.add_argument("--metric", default="val_auroc", help="the metric to rank by (default: val_auroc)")
     args = parser.parse_args()
     from siamese.sweeps import summarize
 

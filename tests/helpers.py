@@ -10,14 +10,26 @@ from siamese.models.losses import ContrastiveLoss
 
 
 class SignalAt(pl.Callback):
-    """Send ``signal_name`` to this process at the start of batch ``batch`` of epoch ``epoch``."""
+    """Send ``signal_name`` to this process at the start of batch ``batch`` of epoch ``epoch``
+    (``epoch=-1``: of testing). ``group``: to the whole process group (workers too), as a
+    terminal's Ctrl-C or a scheduler's SIGTERM does."""
 
-    def __init__(self, epoch: int, batch: int = 0, signal_name: str = "SIGKILL") -> None:
-        self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
+    def __init__(self, epoch: int, batch: int = 0, signal_name: str = "SIGKILL", group: bool = False) -> None:
+        self.epoch, self.batch, self.signal, self.group = epoch, batch, getattr(signal, signal_name), group
+
+    def _send(self) -> None:
+        if self.group:
+            os.killpg(os.getpgid(0), self.signal)
+        else:
+            os.kill(os.getpid(), self.signal)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            os.kill(os.getpid(), self.signal)
+            self._send()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.epoch == -1 and batch_idx == self.batch:
+            self._send()
 
 
 class NaNAfter(ContrastiveLoss):

@@ -120,3 +120,53 @@ def test_verify_csv_bad_input_leaves_no_output(corrupt, message, pairs_folder, b
                         f"out={folder / 'scored.csv'}")
     assert result.returncode == 2 and message in result.stderr
     assert not (folder / "scored.csv").exists() and not list(folder.glob("*.partial"))
+
+
+def test_eval_honours_trainer_overrides(best_checkpoint, tmp_path):
+    result = run_script("src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", "trainer.limit_test_batches=1",
+                        f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # 1 of the 2 batches of 4 test pairs: accuracy in quarters, and no scored pair list (written
+    # only for a complete test, as the full evaluation above writes it)
+    assert metrics["test_acc"] * 4 == pytest.approx(round(metrics["test_acc"] * 4))
+    assert not (tmp_path / "pairs_test.csv").exists()
+
+
+def test_eval_stops_on_sigterm_with_one_line(best_checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "PYTHONPATH": str(ROOT / "tests")}
+    result = subprocess.run(
+        [sys.executable, "src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", "data.num_workers=1",
+         "+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=-1", "+callbacks.stop.batch=1",
+         "+callbacks.stop.signal_name=SIGTERM", "+callbacks.stop.group=true", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, start_new_session=True,
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: stopped by SIGTERM before the metrics were written; run the same command again"
+    )
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_best_checkpoint_is_not_validated_twice(trained_run, best_checkpoint, tmp_path):
+    run_dir, _ = trained_run
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert trained["best_epoch"] == trained["epochs_trained"] - 1  # the case where the scores are reused
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert len(events.Scalars("val_auroc")) == trained["epochs_trained"]  # no extra validation after fit
+    result = run_script("src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", "eval_split=val",
+                        f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    validated = json.loads((tmp_path / "metrics.json").read_text())
+    val_keys = {k for k in validated if k.startswith("val_")}
+    assert val_keys == {k for k in trained if k.startswith("val_")}
+    for key in val_keys:
+        assert trained[key] == pytest.approx(validated[key], abs=1e-6), key

@@ -56,6 +56,21 @@ def test_mean_and_std_over_seeds(tmp_path):
     assert mean_std([2.0, 4.0, 6.0]) == (4.0, 2.0) and mean_std([5.0]) == (5.0, 0.0)
 
 
+def test_the_summary_ranks_a_margin_sweep_by_roc_auc_not_by_loss(tmp_path):
+    from siamese.sweeps import SweepSummary
+    from omegaconf import OmegaConf
+
+    # a smaller margin shrinks val_loss whatever the model's quality
+    fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_auroc": 0.80})
+    fake_job(tmp_path, "1_margin=2.0", ["margin=2.0"], {"val_loss": 0.339, "val_auroc": 0.90})
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}},
+                                                     "optimized_metric": "val_loss"}))
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[0] == f"# Sweep {tmp_path.name}: ranked by `val_auroc` (higher is better)"
+    rows = [line for line in summary if line.startswith("| 0_") or line.startswith("| 1_")]
+    assert rows[0].startswith("| 1_margin=2.0")
+
+
 def test_long_job_names_are_cut_but_stay_unique():
     short = job_dirname("margin=0.5,data.root=../x")
     assert short == "margin=0.5,data.root=.._x"

@@ -66,6 +66,8 @@ def module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> Siame
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg["network"]["backbone"].update(weights=None, weights_path=None)  # the checkpoint has them
     model_cfg["cache_frozen_features"] = False  # a training speed-up: the module here takes images
+    if model_cfg.get("threshold") is not None:
+        model_cfg["threshold_far"] = None  # a given threshold replaces the rule that calibrated the checkpoint's
     module: SiameseModule = instantiate(model_cfg)
     check_fits(module, checkpoint)
     module.load_state_dict(checkpoint["state_dict"], strict=True)

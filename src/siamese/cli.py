@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import os
+import signal
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -28,6 +30,42 @@ def job_dirname(overrides: str, limit: int = 160) -> str:
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
 
+class Stopped(Exception):
+    """A run stopped by SIGTERM or Ctrl-C outside fitting (where Lightning handles them)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGTERM and Ctrl-C into :class:`Stopped`, which ``report_user_errors`` reports in one line.
+
+    The DataLoader workers get the same signal and die; the error that causes in the main process
+    is reported as the stop too.
+    """
+    received: list[str] = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        received.append(name)
+        raise Stopped(name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except Stopped:
+        raise
+    except BaseException as exc:
+        if received:
+            raise Stopped(received[0]) from exc
+        raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
     """Print ``error: <sentence>`` and exit 2 for a UserError (anywhere in the cause chain).
 
@@ -45,6 +83,9 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
                 print("error: stopped by SIGTERM; continue with resume=<run dir>", file=sys.stderr)
                 raise SystemExit(143) from None
             raise
+        except Stopped as exc:
+            print(f"error: {exc} before the metrics were written; run the same command again", file=sys.stderr)
+            raise SystemExit(143 if exc.signal_name == "SIGTERM" else 130) from None
         except Exception as exc:
             user_error = find_user_error(exc)
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":

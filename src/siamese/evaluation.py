@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from siamese.callbacks import PairListWriter, TensorBoardNotebook
-from siamese.cli import format_table
+from siamese.cli import format_table, stop_on_signals
 from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
 from siamese.errors import UserError
 from siamese.metrics import threshold_rule
@@ -22,6 +22,33 @@ log = logging.getLogger(__name__)
 
 # Keys of conf/eval.yaml itself, not of the training run's config.
 EVAL_KEYS = ("ckpt_path", "eval_split", "run_dir", "accelerator")
+# Callbacks of the training config that only make sense while fitting (or write into the training run).
+FIT_ONLY_CALLBACKS = (
+    "model_checkpoint", "last_checkpoint", "early_stopping", "lr_monitor", "checkpoint_on_interrupt", "epoch_log",
+    "pair_lists",
+)
+
+
+def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
+    """The training run's trainer config (``trainer.*`` from the command line included), on one
+    device, with its callbacks except those of fitting, logging into ``run_dir``."""
+    callbacks = [PairListWriter(str(run_dir), splits=())]
+    for name, entry in (merged.get("callbacks") or {}).items():
+        if name not in FIT_ONLY_CALLBACKS and entry is not None and "_target_" in entry:
+            callbacks.append(instantiate(entry))
+    if not any(isinstance(c, TensorBoardNotebook) for c in callbacks):
+        callbacks.append(TensorBoardNotebook())
+    return instantiate(
+        merged.trainer,
+        default_root_dir=str(run_dir),
+        accelerator=accelerator,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+        logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+    )
 
 
 def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
@@ -37,19 +64,15 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
 
     datamodule = instantiate(merged.data)
     module = module_from_checkpoint(checkpoint, merged)
-    trainer = pl.Trainer(
-        accelerator=cfg.accelerator,
-        devices=1,
-        logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=[PairListWriter(str(run_dir), splits=()), TensorBoardNotebook()],
-        enable_checkpointing=False,
-    )
-    if cfg.eval_split == "test":
-        results = trainer.test(module, datamodule=datamodule, verbose=False)
-    else:
-        results = trainer.validate(module, datamodule=datamodule, verbose=False)
-        distances, _ = module.scores["val"]
-        datamodule.write_pairs("val", run_dir / "pairs_val.csv", distances.tolist(), float(module.threshold))
+    trainer = evaluation_trainer(merged, run_dir, cfg.accelerator)
+    with stop_on_signals():
+        if cfg.eval_split == "test":
+            results = trainer.test(module, datamodule=datamodule, verbose=False)
+        else:
+            results = trainer.validate(module, datamodule=datamodule, verbose=False)
+            distances, _ = module.scores["val"]
+            if len(distances) == len(datamodule.pairs("val")):  # not limited to a few batches
+                datamodule.write_pairs("val", run_dir / "pairs_val.csv", distances.tolist(), float(module.threshold))
     metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
     model = merged.model
     metrics.update(

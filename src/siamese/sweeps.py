@@ -62,8 +62,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(sweep_dir: str | Path, optimized_metric: str = "val_loss") -> list[dict[str, Any]]:
-    """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return the job rows, best first."""
+# What sweep summaries rank by: the loss's scale changes with the margin, so val_loss cannot
+# compare jobs that differ in it; ROC-AUC does not depend on the margin or on a threshold.
+RANK_BY = "val_auroc"
+
+
+def summarize(sweep_dir: str | Path, optimized_metric: str = RANK_BY) -> list[dict[str, Any]]:
+    """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return the job rows, best
+    first by ``optimized_metric``."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a folder; pass outputs/multirun/<sweep>")
@@ -87,8 +93,8 @@ def summarize(sweep_dir: str | Path, optimized_metric: str = "val_loss") -> list
 
     swept = sorted({k for row in rows for k in row["_overrides"]})
     groups = _seed_groups(rows, metrics)
-    lines = [f"# Sweep {sweep_dir.name}", "", f"Sorted by `{optimized_metric}` "
-             f"({'lower' if sign == 1 else 'higher'} is better).", ""]
+    lines = [f"# Sweep {sweep_dir.name}: ranked by `{optimized_metric}` ({'lower' if sign == 1 else 'higher'} "
+             "is better)", ""]
     shown = ["job", "overrides", "status", "best_epoch", optimized_metric,
              *[m for m in ("val_auroc", "test_auroc", "test_acc") if m != optimized_metric], "fit_seconds", "error"]
     lines += markdown_table(rows, shown)
@@ -142,8 +148,12 @@ def _plot(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path)
 
 
 class SweepSummary(Callback):
-    """Hydra callback: summarise the sweep dir when a multirun ends (and, before it starts,
-    create the folder of an Optuna sqlite storage, which sqlite will not do itself)."""
+    """Hydra callback: summarise the sweep dir when a multirun ends, ranking the jobs by ``rank_by``
+    (and, before it starts, create the folder of an Optuna sqlite storage, which sqlite will not
+    do itself)."""
+
+    def __init__(self, rank_by: str = RANK_BY) -> None:
+        self.rank_by = rank_by
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         storage = str(config.hydra.sweeper.get("storage") or "")
@@ -152,6 +162,6 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = summarize(sweep_dir, config.get("optimized_metric") or "val_loss")
+        rows = summarize(sweep_dir, self.rank_by)
         failed = [row["job"] for row in rows if row["status"] != "ok"]
         log.info("sweep summary: %s (%d jobs, %d not ok)", sweep_dir / "summary.md", len(rows), len(failed))

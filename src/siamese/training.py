@@ -85,7 +85,11 @@ def train(cfg: DictConfig) -> float | None:
     ckpt = best_path if best_path else None
     if ckpt is None:
         log.warning("no checkpoint was saved: validating and testing the final weights")
-    val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    if ckpt is not None and _validated_last(trainer, ckpt):
+        # The best checkpoint holds the weights of the last validation: its scores are known already.
+        val = [{k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}]
+    else:
+        val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     metrics: dict[str, Any] = {
         **_floats(val[0] if val else {}),
@@ -128,6 +132,12 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
     return None
+
+
+def _validated_last(trainer: pl.Trainer, ckpt: str) -> bool:
+    """Whether ``ckpt`` was saved right after the fit's last validation (nothing trained since)."""
+    last_validation_step = getattr(trainer.lightning_module, "last_validation_step", None)
+    return load_checkpoint(ckpt)["global_step"] == trainer.global_step == last_validation_step
 
 
 def _checkpoint_epoch(path: str | None) -> int | None:

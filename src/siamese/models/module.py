@@ -114,6 +114,7 @@ class SiameseModule(pl.LightningModule):
         self.cache_frozen_features = cache_frozen_features
         # backbone.front() of every catalog image by catalog index, then mirrored ones (cache_frozen_features)
         self.front_features: torch.Tensor | None = None
+        self.last_validation_step: int | None = None  # global step of the last validation epoch of a fit
 
     def setup(self, stage: str) -> None:
         if self.compile_embedding and self.embed_images == self.network.embed:  # not compiled yet
@@ -218,6 +219,8 @@ class SiameseModule(pl.LightningModule):
             self.test_embeddings.update(embedding=self.embed(images), label=labels, position=position)
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.last_validation_step = self.trainer.global_step  # training reuses its scores for the best checkpoint
         distance, same = self._collected("val")
         if self.calibrate_threshold and len(distance):
             if self.threshold_far is None:
