@@ -31,7 +31,13 @@ def main(cfg: DictConfig) -> float | None:
         with separate_ddp_jobs():
             return record_failure(lambda: train(cfg), Path(hydra_cfg.runtime.output_dir))
     with separate_ddp_jobs():
-        return train(cfg)
+        try:
+            return train(cfg)
+        except Exception as exc:  # the run folder says why it has no metrics.json
+            from siamese.sweeps import write_failure
+
+            write_failure(exc, Path(hydra_cfg.runtime.output_dir), console=False)
+            raise
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import math
 import os
 import signal
@@ -94,6 +95,14 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def log_to_files(logger: logging.Logger, level: int, message: str, *args: Any) -> None:
+    """Log a record to the log files only (e.g. ``train.log``), not to the terminal that already shows it."""
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, args, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def format_table(metrics: dict[str, Any]) -> str:

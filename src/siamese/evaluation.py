@@ -17,6 +17,7 @@ from siamese.cli import format_table, stop_on_signals
 from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
 from siamese.errors import UserError
 from siamese.metrics import threshold_rule
+from siamese.training import check_trainer_arguments
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ FIT_ONLY_CALLBACKS = (
 def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
     """The training run's trainer config (``trainer.*`` from the command line included), on one
     device, with its callbacks except those of fitting, logging into ``run_dir``."""
+    check_trainer_arguments(merged.trainer)
     callbacks = [PairListWriter(str(run_dir), splits=())]
     for name, entry in (merged.get("callbacks") or {}).items():
         if name not in FIT_ONLY_CALLBACKS and entry is not None and "_target_" in entry:

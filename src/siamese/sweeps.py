@@ -14,7 +14,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from siamese.cli import markdown_table
+from siamese.cli import log_to_files, markdown_table
 from siamese.errors import find_user_error
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,21 @@ def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | No
     try:
         return job()
     except Exception as exc:
-        user_error = find_user_error(exc)
-        line = str(user_error) if user_error is not None else f"{type(exc).__name__}: {exc}".splitlines()[0]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / FAILED_FILE).write_text(json.dumps({"error": line}) + "\n")
-        log.error("job failed: %s", line)
+        write_failure(exc, run_dir)
         return float("nan")
+
+
+def write_failure(exc: BaseException, run_dir: Path, console: bool = True) -> None:
+    """Write ``failed.json`` (the error line) into a run dir, and log the line into its train.log
+    (and, with ``console``, the terminal; a single run prints its error there anyway)."""
+    user_error = find_user_error(exc)
+    line = str(user_error) if user_error is not None else f"{type(exc).__name__}: {exc}".splitlines()[0]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILED_FILE).write_text(json.dumps({"error": line}) + "\n")
+    if console:
+        log.error("run failed: %s", line)
+        return
+    log_to_files(log, logging.ERROR, "run failed: %s", line)
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import logging
 import time
@@ -18,7 +20,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
-from siamese.cli import format_table
+from siamese.cli import format_table, log_to_files
 from siamese.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -29,11 +31,35 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode",
 warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders", module="pytorch_lightning")
 
 
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's start-up lines that say nothing about the run: an advertisement, and a
+    note per split that limit_*_batches=1.0 uses all batches."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "litlogger" not in message and "was configured so 100%" not in message
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_QuietLightning())
+
+
 def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Instantiate each entry of a config group that maps names to ``_target_`` configs."""
     if not group:
         return []
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def check_trainer_arguments(trainer_cfg: DictConfig) -> None:
+    """A UserError naming a ``trainer.*`` key that Lightning's Trainer does not take (and the close match)."""
+    if trainer_cfg.get("_target_") not in ("pytorch_lightning.Trainer", "pytorch_lightning.trainer.Trainer"):
+        return
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in trainer_cfg:
+        if key != "_target_" and key not in accepted:
+            close = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            hint = f"; did you mean trainer.{close[0]}?" if close else "; see pytorch_lightning.Trainer's arguments"
+            raise UserError(f"unknown trainer argument trainer.{key}{hint}")
 
 
 def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
@@ -73,6 +99,7 @@ def train(cfg: DictConfig) -> float | None:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("ckpt_path"):
         check_fits(model, load_checkpoint(cfg.ckpt_path))  # a clear error before Lightning's
+    check_trainer_arguments(cfg.trainer)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -103,7 +130,9 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _log_hparams(trainer, cfg, metrics)
-        print(format_table(metrics))
+        table = format_table(metrics)
+        print(table)
+        log_to_files(log, logging.INFO, "final metrics (best checkpoint)\n%s", table)
         log.info("metrics written to %s", run_dir / "metrics.json")
 
     name = cfg.get("optimized_metric")
