@@ -50,6 +50,28 @@ def test_unseen_classes_needs_two_classes_per_split(folder):
         data.setup()
 
 
+def test_a_three_class_folder_is_told_unseen_classes_cannot_work(tmp_path):
+    root = write_image_folder(tmp_path / "images", {"a": 4, "b": 4, "c": 4})
+    data = PairDataModule(root=str(root), dataset="imagefolder", split="unseen_classes")
+    with pytest.raises(UserError, match="needs at least 6 classes .2 per split. and there are 3: add classes, or use "
+                                        "data.split=stratified"):
+        data.setup()
+
+
+def test_the_proposed_fractions_work(tmp_path):
+    root = write_image_folder(tmp_path / "images", {"a": 6, "b": 6, "c": 7})
+    data = PairDataModule(root=str(root), dataset="imagefolder", split="stratified")  # 0.7/0.1/0.2 by default
+    with pytest.raises(UserError) as refused:
+        data.setup()
+    proposed = str(refused.value).split("try data.split_fractions=")[1]
+    assert proposed == "[0.32,0.34,0.34]"
+    fixed = PairDataModule(root=str(root), dataset="imagefolder", split="stratified",
+                           split_fractions=[0.32, 0.34, 0.34])
+    fixed.setup()
+    for name in ("train", "val", "test"):
+        assert (np.bincount(fixed.catalog.labels[fixed.splits[name]]) >= 2).all()  # every class gives positives
+
+
 def test_image_folder_without_official_split_says_what_to_use(folder):
     data = PairDataModule(root=str(folder), dataset="imagefolder", split="official")
     with pytest.raises(UserError, match="no official split; set data.split=stratified or unseen_classes"):
@@ -61,7 +83,8 @@ def test_small_and_empty_classes(tmp_path):
     catalog = load_image_folder(root)
     assert "empty" in catalog.class_names and np.bincount(catalog.labels, minlength=4).tolist() == [3, 3, 0, 1]
     data = PairDataModule(root=str(root), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
-    with pytest.raises(UserError, match="pairs need at least 2 such classes"):
+    with pytest.raises(UserError, match="pairs need 2 such classes; a stratified split needs at least 2 classes "
+                                        "with 6 or more images"):
         data.setup()  # each split holds one image per class: no class can give a positive
 
 

@@ -33,5 +33,8 @@ def test_bad_fractions_are_refused(fractions):
 
 
 def test_fractions_that_leave_a_split_empty_are_refused():
-    with pytest.raises(UserError, match="leave the val split empty"):
+    with pytest.raises(UserError, match="give the val split 0 class"):
         stratified_split(np.repeat(np.arange(3), 3), (0.8, 0.1, 0.1), seed=0)
+    # 10 images a class: val and test need 0.2 to hold 2 of each
+    with pytest.raises(UserError, match=r"try data.split_fractions=\[0.60,0.20,0.20\]"):
+        stratified_split(np.repeat(np.arange(3), 10), (0.8, 0.1, 0.1), seed=0)

@@ -39,12 +39,26 @@ def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) 
         parts["train"].append(members[n_val + n_test :])
     split = {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
     for name, indices in split.items():
-        if len(indices) == 0:
+        usable = int((np.bincount(labels[indices]) >= 2).sum()) if len(indices) else 0
+        if usable < 2:  # pairs need two classes with a positive pair each
             raise UserError(
-                f"data.split_fractions {list(fractions)} leave the {name} split empty on this "
-                "dataset; give it a larger fraction"
+                f"data.split_fractions {list(fractions)} give the {name} split {usable} class(es) with at least 2 "
+                f"images, and pairs need 2 such classes; {_stratified_fix(labels)}"
             )
     return split
+
+
+def _stratified_fix(labels: np.ndarray) -> str:
+    """Fractions that give every split at least 2 images of (nearly) every class, or what is missing."""
+    sizes = np.sort(np.bincount(labels)[np.unique(labels)])[::-1]
+    if len(sizes) < 2 or sizes[1] < 6:
+        return (
+            "a stratified split needs at least 2 classes with 6 or more images (2 per split); add images, "
+            "or evaluate a trained model on the folder with data.split=all"
+        )
+    smallest = int(sizes[sizes >= 6].min())
+    share = np.ceil(200 / smallest) / 100  # rounds to at least 2 images of the smallest usable class
+    return f"try data.split_fractions=[{1 - 2 * share:.2f},{share:.2f},{share:.2f}]"
 
 
 def unseen_classes_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
@@ -56,9 +70,15 @@ def unseen_classes_split(labels: np.ndarray, fractions: Sequence[float], seed: i
     groups = {"val": classes[:n_val], "test": classes[n_val : n_val + n_test], "train": classes[n_val + n_test :]}
     for name, members in groups.items():
         if len(members) < 2:
+            if len(classes) < 6:
+                fix = (f"data.split=unseen_classes needs at least 6 classes (2 per split) and there are "
+                       f"{len(classes)}: add classes, or use data.split=stratified")
+            else:
+                share = np.ceil(200 / len(classes)) / 100
+                fix = f"try data.class_split_fractions=[{1 - 2 * share:.2f},{share:.2f},{share:.2f}]"
             raise UserError(
                 f"data.class_split_fractions {list(fractions)} give the {name} split {len(members)} of "
-                f"{len(classes)} classes; pairs need at least 2 per split: give it a larger fraction"
+                f"{len(classes)} classes; pairs need at least 2 per split: {fix}"
             )
     return {name: np.flatnonzero(np.isin(labels, groups[name])) for name in SPLIT_NAMES}
 
