@@ -1,5 +1,6 @@
 """What a run shows in TensorBoard, read back with TensorBoard's own event readers."""
 
+import re
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,23 @@ def test_scalars_and_learning_rate(events):
     assert {"train_loss_step", "val_loss", "val_auroc", "val_threshold", "lr-Adam", "test_map@r"} <= set(
         events.Tags()["scalars"]
     )
+
+
+def test_custom_scalars_put_related_curves_on_few_charts(events):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    content = events.PluginTagToContent("custom_scalars")
+    assert content  # the plugin's layout was written
+    accumulator = EventAccumulator(str(events.path), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tensor = accumulator.Tensors("custom_scalars__config__")[0].tensor_proto
+    layout = layout_pb2.Layout.FromString(tensor.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    assert charts["train vs val loss"] == ["train_loss_epoch", "val_loss"]
+    assert charts["ROC-AUC and accuracy"] == ["val_auroc", "val_acc", "val_acc@0.5"]
+    scalars = set(events.Tags()["scalars"])
+    for tags in charts.values():  # every chart shows curves the run logs
+        assert all(any(re.fullmatch(tag, name) for name in scalars) for tag in tags), tags
 
 
 def test_hparams_name_the_main_settings(events):

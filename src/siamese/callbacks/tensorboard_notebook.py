@@ -20,6 +20,21 @@ from siamese.metrics import roc_curve
 log = logging.getLogger(__name__)
 
 
+# TensorBoard's Custom Scalars tab: the curves to read together, on a few charts.
+CUSTOM_SCALARS = {
+    "loss": {"train vs val loss": ["Multiline", ["train_loss_epoch", "val_loss"]]},
+    "verification (val)": {
+        "ROC-AUC and accuracy": ["Multiline", ["val_auroc", "val_acc", "val_acc@0.5"]],
+        "precision, recall, F1": ["Multiline", ["val_precision", "val_recall", "val_f1"]],
+        "threshold": ["Multiline", ["val_threshold"]],
+    },
+    "test (best checkpoint)": {
+        "verification": ["Multiline", ["test_auroc", "test_acc", "test_eer"]],
+        "retrieval": ["Multiline", [r"test_recall@\d", "test_map@r"]],
+    },
+}
+
+
 class TensorBoardNotebook(pl.Callback):
     """Logs to the run's TensorBoard logger:
 
@@ -112,6 +127,8 @@ class TensorBoardNotebook(pl.Callback):
     # -------------------------------------------------------------------- hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer, datamodule = self._writer(trainer), self._datamodule(trainer)
+        if writer is not None and trainer.is_global_zero:
+            writer.add_custom_scalars(CUSTOM_SCALARS)
         if writer is None or datamodule is None or self.pairs_shown <= 0:
             return
         pairs = datamodule.pairs("train")[: self.pairs_shown]
