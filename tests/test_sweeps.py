@@ -23,8 +23,9 @@ def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
     assert failed == {"error": "margin must be positive, got -1.0"}
     with open(tmp_path / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]  # sorted by val_loss, failed last
-    assert float(rows[0]["val_loss"]) <= float(rows[1]["val_loss"])
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]  # ranked by val_auroc, failed last
+    assert float(rows[0]["val_auroc"]) >= float(rows[1]["val_auroc"])
+    assert jobs == ["0_margin=0.5", "1_margin=-1", "2_margin=1.0"]  # named by what the sweep varies
     assert rows[2]["error"] == "margin must be positive, got -1.0"
     summary = (tmp_path / "summary.md").read_text()
     assert "| failed |" in summary and "margin must be positive" in summary

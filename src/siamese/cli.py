@@ -19,8 +19,44 @@ from siamese.errors import find_user_error
 T = TypeVar("T")
 
 
+def swept_keys(argv: list[str] | None = None) -> set[str]:
+    """The keys a multirun varies: sweep overrides of the command line (``margin=0.5,1.0``,
+    ``range(...)``, ``choice(...)``) and the sweeper's ``params`` (e.g. an Optuna search space)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = set()
+    for arg in (sys.argv[1:] if argv is None else argv):
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # not an override Hydra understands: nothing swept there
+            continue
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    if HydraConfig.initialized():
+        keys |= set((HydraConfig.get().sweeper.get("params") or {}).keys())
+    return {key for key in keys if not key.startswith("hydra")}
+
+
+def varying_overrides(task_overrides: list[str], keys: set[str]) -> str:
+    """``key=value,...`` of a job's overrides whose keys the sweep varies ("" when none is known)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    return ",".join(f"{o.key_or_group}={o.value()}" for o in parsed if o.key_or_group in keys)
+
+
 def job_dirname(overrides: str, limit: int = 160) -> str:
-    """A sweep job's folder name from its overrides: no "/", and long ones cut with a hash kept."""
+    """A sweep job's folder name: the overrides of the keys the sweep varies (all of ``overrides``
+    when that is unknown), no "/", and long ones cut with a hash kept."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        varying = varying_overrides(list(HydraConfig.get().overrides.task), swept_keys())
+        overrides = varying or overrides
     name = overrides.replace("/", "_")
     if len(name) <= limit:
         return name
