@@ -3,7 +3,8 @@ finished sweeps (python src/train.py -m ... seed=1,2,3; see README "Results").
 
     python benchmarks/quality.py tutorial=outputs/multirun/<sweep> finetune_last_blocks=outputs/multirun/<sweep>
 
-Each argument is LABEL=SWEEP_DIR; within a sweep the jobs are grouped by data.split.
+Each argument is LABEL=SWEEP_DIR (or LABEL=RUN_DIR for a single run); within a sweep the jobs
+are grouped by data.split.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def main() -> None:
     rows = []
     for entry in args.sweeps:
         label, _, sweep = entry.partition("=")
-        jobs = job_rows(Path(sweep))
+        if (Path(sweep) / ".hydra").is_dir():  # one run, not a sweep: its parent holds it as a job
+            jobs = [j for j in job_rows(Path(sweep).parent) if j["job"] == Path(sweep).name]
+            sweep = str(Path(sweep).parent)
+        else:
+            jobs = job_rows(Path(sweep))
         for job in jobs:  # the split the job ran on, whether from an override or from its experiment
             config = Path(sweep) / job["job"] / "config_resolved.yaml"
             job["split"] = yaml.safe_load(config.read_text())["data"]["split"] if config.is_file() else "?"

@@ -17,10 +17,10 @@ python src/train.py -m experiment=finetune_last_blocks data.split=$splits seed=1
 # no training at all: ImageNet features through the untrained 64-d head
 python src/train.py -m experiment=finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 \
   data.split=$splits seed=1 "${offline[@]}" hydra.sweep.dir="$out/frozen_floor"
-# the tutorial's recipe, capped at 3 epochs (its 200 epochs with patience 30 do not fit a CPU budget)
-python src/train.py -m experiment=tutorial trainer.max_epochs=3 data.split=$splits seed=1,2,3 "${offline[@]}" \
-  hydra.sweep.dir="$out/tutorial_3_epochs"
+# the tutorial's recipe: one run of (at least) an hour, stratified, by benchmarks/curves.sh (which also
+# draws the README figure); its row is added when that run folder is there
+tutorial=()
+if [ -f outputs/curves/tutorial/metrics.json ]; then tutorial=("tutorial (60 min)=outputs/curves/tutorial"); fi
 
 python benchmarks/quality.py finetune_last_blocks_batch_pairs="$out/finetune_last_blocks_batch_pairs" \
-  finetune_last_blocks="$out/finetune_last_blocks" \
-  "tutorial (3 epochs)=$out/tutorial_3_epochs" "frozen floor=$out/frozen_floor"
+  finetune_last_blocks="$out/finetune_last_blocks" "${tutorial[@]}" "frozen floor=$out/frozen_floor"
