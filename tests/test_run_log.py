@@ -13,6 +13,7 @@ def test_a_redirected_run_logs_one_line_per_epoch_and_no_startup_noise(tiny_flow
     log = (tmp_path / "train.log").read_text()
     epochs = [line.split(" - ", 1)[1] for line in log.splitlines() if "epoch_log" in line]
     assert [line.split(":")[0] for line in epochs] == ["epoch 0", "epoch 1"]
+    assert not any("COLLAPSED" in line for line in epochs) and "collapsed" not in log  # a healthy run
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     if metrics["best_epoch"] == 1:  # the last epoch's line carries the best checkpoint's validation numbers
         assert f"val_auroc {metrics['val_auroc']:.4f}" in epochs[1]
