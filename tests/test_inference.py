@@ -342,3 +342,30 @@ def test_split_all_is_refused_for_training(tiny_flowers, tmp_path):
 
     with pytest.raises(Exception, match="data.split=all makes every image a test image"):
         train(compose_train([*tiny_overrides(tiny_flowers), "data.split=all"], tmp_path))
+
+
+def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
+    from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = run_config(ckpt)
+    cfg.model.test_time_flip = True
+    module = module_from_checkpoint(ckpt, cfg)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        flipped = module.embed(images)
+        plain = module._embed_once(images), module._embed_once(images.flip(-1))
+        expected = (plain[0] + plain[1]) / 2
+        if module.network.normalize_embedding:
+            expected = torch.nn.functional.normalize(expected, dim=1)
+        assert torch.allclose(flipped, expected, atol=1e-6)
+        assert torch.allclose(module.embed(images.flip(-1)), flipped, atol=1e-5)  # a mirror image is the same
+        # the frozen-feature cache (rows i and i + n: an image and its mirror) gives the same embeddings
+        module.network.backbone.frozen_blocks = max(1, module.network.backbone.frozen_blocks)
+        front = module.network.backbone.front()
+        module.front_features = torch.cat([front(images), front(images.flip(-1))])
+        module.cache_frozen_features = True
+        assert torch.allclose(module.embed(torch.arange(3)), flipped, atol=1e-5)
+        module.train()
+        module.network.backbone.train(False)  # only the module's mode matters: training embeds once
+        assert torch.allclose(module.embed(torch.arange(3)), module._embed_once(torch.arange(3)))

@@ -30,12 +30,13 @@ class EmbeddingNetwork(nn.Module):
 
     def __init__(self, embedder: Embedder) -> None:
         super().__init__()
-        self.network = embedder.module.network
-        self.network.to(memory_format=torch.contiguous_format)  # plain NCHW weights for other runtimes
+        self.module = embedder.module
+        self.module.channels_last = False
+        self.module.network.to(memory_format=torch.contiguous_format)  # plain NCHW weights for other runtimes
         self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network.embed(images)
+        return self.module.embed(images)  # with the checkpoint's test-time flip, as verify.py
 
 
 def metadata(embedder: Embedder) -> dict[str, Any]:

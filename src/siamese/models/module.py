@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -78,6 +79,7 @@ class SiameseModule(pl.LightningModule):
         cache_frozen_features: bool = False,
         miner: nn.Module | None = None,
         threshold_far: float | None = None,
+        test_time_flip: bool = False,
     ) -> None:
         super().__init__()
         if threshold_far is not None:
@@ -95,6 +97,7 @@ class SiameseModule(pl.LightningModule):
         self.backbone_lr = backbone_lr
         self.calibrate_threshold = threshold is None
         self.threshold_far = threshold_far
+        self.test_time_flip = bool(test_time_flip)
         self.register_buffer("threshold", torch.tensor(0.5 if threshold is None else float(threshold)))
         self.pair_scores = nn.ModuleDict(
             {split: Collector(["distance", "same", "position"]) for split in ("val", "test")}
@@ -165,7 +168,8 @@ class SiameseModule(pl.LightningModule):
         loader = datamodule.image_dataloader(used, yield_indices=False)
         progress = tqdm(loader, desc="caching frozen features", unit="batch", leave=False, disable=None)
         catalog_size = len(datamodule.catalog)
-        views = 2 if datamodule.augmentation == "flip" else 1  # row i + catalog_size: image i mirrored
+        # row i + catalog_size: image i mirrored (for flip augmentation and for test-time flips)
+        views = 2 if datamodule.augmentation == "flip" or self.test_time_flip else 1
         for images, _, position in progress:
             images = images.to(self.device)
             rows = torch.as_tensor(used[position.numpy()], device=self.device)
@@ -181,7 +185,20 @@ class SiameseModule(pl.LightningModule):
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Embeddings of images, or of feature-bank rows (catalog indices) when the frozen features are cached."""
+        """Embeddings of images, or of feature-bank rows (catalog indices) when the frozen features are
+        cached. With ``test_time_flip``, outside training: the mean of the embeddings of each image and
+        its mirror image (normalised again when the network normalises)."""
+        if not self.test_time_flip or self.training:
+            return self._embed_once(inputs)
+        if self.cache_frozen_features:
+            rows = len(self.front_features)
+            mirrored = (inputs + rows // 2) % rows
+        else:
+            mirrored = inputs.flip(-1)
+        mean = (self._embed_once(inputs) + self._embed_once(mirrored)) / 2
+        return F.normalize(mean, dim=1) if self.network.normalize_embedding else mean
+
+    def _embed_once(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.cache_frozen_features:
             return self.embed_front_features(self.front_features[inputs])
         return self.embed_images(self._to_model_format(inputs))
