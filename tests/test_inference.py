@@ -369,3 +369,21 @@ def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
         module.train()
         module.network.backbone.train(False)  # only the module's mode matters: training embeds once
         assert torch.allclose(module.embed(torch.arange(3)), module._embed_once(torch.arange(3)))
+
+
+def test_export_keeps_the_checkpoints_test_time_flip(checkpoint, tmp_path):
+    import onnxruntime
+
+    from siamese.inference.embedder import Embedder
+    from siamese.inference.export import export
+
+    state = torch.load(checkpoint, weights_only=True)
+    state["run_config"]["model"]["test_time_flip"] = True
+    flipping = tmp_path / "flip.ckpt"
+    torch.save(state, flipping)
+    written = export(Embedder(flipping), tmp_path / "exported", ["onnx"])
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    expected = Embedder(flipping).embed_images(images)
+    assert not torch.allclose(expected, Embedder(checkpoint).embed_images(images), atol=1e-4)  # the flip counts
+    session = onnxruntime.InferenceSession(str(written["onnx"]))
+    assert np.abs(session.run(None, {"images": images.numpy()})[0] - expected.numpy()).max() < 1e-4

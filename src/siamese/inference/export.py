@@ -18,6 +18,7 @@ from torch import nn
 
 from siamese.errors import UserError
 from siamese.inference.embedder import Embedder
+from siamese.models.network import average_with_mirror
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -30,13 +31,16 @@ class EmbeddingNetwork(nn.Module):
 
     def __init__(self, embedder: Embedder) -> None:
         super().__init__()
-        self.module = embedder.module
-        self.module.channels_last = False
-        self.module.network.to(memory_format=torch.contiguous_format)  # plain NCHW weights for other runtimes
+        self.network = embedder.module.network
+        self.network.to(memory_format=torch.contiguous_format)  # plain NCHW weights for other runtimes
+        self.test_time_flip = embedder.module.test_time_flip  # as the checkpoint embeds in verify.py
         self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module.embed(images)  # with the checkpoint's test-time flip, as verify.py
+        embedding = self.network.embed(images)
+        if not self.test_time_flip:
+            return embedding
+        return average_with_mirror(embedding, self.network.embed(images.flip(-1)), self.network.normalize_embedding)
 
 
 def metadata(embedder: Embedder) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -15,7 +14,7 @@ from siamese.errors import UserError, as_number
 from siamese.metrics import (
     FAR_LEVELS, Collector, best_threshold, retrieval_metrics, threshold_at_far, verification_metrics,
 )
-from siamese.models.network import SiameseNetwork
+from siamese.models.network import SiameseNetwork, average_with_mirror
 
 PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
 CACHEABLE_AUGMENTATIONS = ("none", "flip")  # data.augmentation values the frozen-feature cache can hold
@@ -195,8 +194,9 @@ class SiameseModule(pl.LightningModule):
             mirrored = (inputs + rows // 2) % rows
         else:
             mirrored = inputs.flip(-1)
-        mean = (self._embed_once(inputs) + self._embed_once(mirrored)) / 2
-        return F.normalize(mean, dim=1) if self.network.normalize_embedding else mean
+        return average_with_mirror(
+            self._embed_once(inputs), self._embed_once(mirrored), self.network.normalize_embedding
+        )
 
     def _embed_once(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.cache_frozen_features:

@@ -10,6 +10,13 @@ from siamese.errors import UserError, as_number
 from siamese.models.backbones import Backbone
 
 
+def average_with_mirror(embedding: torch.Tensor, mirrored: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Test-time flip: the mean of an image's embedding and its mirror image's (unit length again
+    when the network normalises its embeddings)."""
+    mean = (embedding + mirrored) / 2
+    return F.normalize(mean, dim=1) if normalize else mean
+
+
 class EuclideanDistance(nn.Module):
     """``sqrt(max(sum((a - b)^2), eps))`` over the last dimension; eps keeps the gradient finite at 0."""
 
