@@ -236,8 +236,9 @@ class SiameseModule(pl.LightningModule):
             self.test_embeddings.update(embedding=self.embed(images), label=labels, position=position)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.last_validation_step = self.trainer.global_step  # training reuses its scores for the best checkpoint
+        trainer = self._trainer  # None outside a Trainer (the property would raise)
+        if trainer is not None and not trainer.sanity_checking:
+            self.last_validation_step = trainer.global_step  # training reuses its scores for the best checkpoint
         distance, same = self._collected("val")
         if self.calibrate_threshold and len(distance):
             if self.threshold_far is None:
