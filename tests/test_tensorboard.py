@@ -106,7 +106,7 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_tensorboard_pages_render_in_a_browser(trained_run, tmp_path):
-    """Serve the run with TensorBoard, screenshot three pages in headless Chromium, into the run dir."""
+    """Serve the run with TensorBoard, screenshot four pages in headless Chromium, into the run dir."""
     run_dir, _ = trained_run
     port = free_port()
     server = subprocess.Popen(
@@ -120,7 +120,7 @@ def test_tensorboard_pages_render_in_a_browser(trained_run, tmp_path):
                 break
             except OSError:
                 time.sleep(0.5)
-        for page in ("scalars", "images", "hparams"):
+        for page in ("scalars", "custom_scalars", "images", "hparams"):
             shot = run_dir / f"tensorboard_{page}.png"
             subprocess.run(
                 ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
