@@ -56,9 +56,13 @@ def _stratified_fix(labels: np.ndarray) -> str:
             "a stratified split needs at least 2 classes with 6 or more images (2 per split); add images, "
             "or evaluate a trained model on the folder with data.split=all"
         )
-    smallest = int(sizes[sizes >= 6].min())
-    share = np.ceil(200 / smallest) / 100  # rounds to at least 2 images of the smallest usable class
-    return f"try data.split_fractions=[{1 - 2 * share:.2f},{share:.2f},{share:.2f}]"
+    return f"try data.split_fractions={_two_each(int(sizes[sizes >= 6].min()))}"
+
+
+def _two_each(count: int) -> str:
+    """Fractions (train, val, test) under which val and test each round to at least 2 of ``count``."""
+    share = np.ceil(200 / count) / 100
+    return f"[{1 - 2 * share:.2f},{share:.2f},{share:.2f}]"
 
 
 def unseen_classes_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
@@ -74,8 +78,7 @@ def unseen_classes_split(labels: np.ndarray, fractions: Sequence[float], seed: i
                 fix = (f"data.split=unseen_classes needs at least 6 classes (2 per split) and there are "
                        f"{len(classes)}: add classes, or use data.split=stratified")
             else:
-                share = np.ceil(200 / len(classes)) / 100
-                fix = f"try data.class_split_fractions=[{1 - 2 * share:.2f},{share:.2f},{share:.2f}]"
+                fix = f"try data.class_split_fractions={_two_each(len(classes))}"
             raise UserError(
                 f"data.class_split_fractions {list(fractions)} give the {name} split {len(members)} of "
                 f"{len(classes)} classes; pairs need at least 2 per split: {fix}"
