@@ -110,9 +110,10 @@ def train(cfg: DictConfig) -> float | None:
 
     best_path = _best_checkpoint(trainer)
     ckpt = best_path if best_path else None
+    best = _epoch_and_step(ckpt) if ckpt is not None else None  # read once
     if ckpt is None:
         log.warning("no checkpoint was saved: validating and testing the final weights")
-    if ckpt is not None and _validated_last(trainer, ckpt):
+    if best is not None and _validated_last(trainer, best[1]):
         # The best checkpoint holds the weights of the last validation: its scores are known already.
         val = [{k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}]
     else:
@@ -121,7 +122,7 @@ def train(cfg: DictConfig) -> float | None:
     metrics: dict[str, Any] = {
         **_floats(val[0] if val else {}),
         **_floats(test[0] if test else {}),
-        "best_epoch": _checkpoint_epoch(best_path),
+        "best_epoch": best[0] if best is not None else None,
         "best_checkpoint": str(best_path) if best_path else None,
         "epochs_trained": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 1),
@@ -163,16 +164,16 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     return None
 
 
-def _validated_last(trainer: pl.Trainer, ckpt: str) -> bool:
-    """Whether ``ckpt`` was saved right after the fit's last validation (nothing trained since)."""
+def _validated_last(trainer: pl.Trainer, checkpoint_step: int) -> bool:
+    """Whether a checkpoint of ``checkpoint_step`` was saved right after the fit's last validation
+    (nothing trained since)."""
     last_validation_step = getattr(trainer.lightning_module, "last_validation_step", None)
-    return load_checkpoint(ckpt)["global_step"] == trainer.global_step == last_validation_step
+    return checkpoint_step == trainer.global_step == last_validation_step
 
 
-def _checkpoint_epoch(path: str | None) -> int | None:
-    if path is None:
-        return None
-    return int(load_checkpoint(path)["epoch"])
+def _epoch_and_step(path: str) -> tuple[int, int]:
+    checkpoint = load_checkpoint(path)
+    return int(checkpoint["epoch"]), int(checkpoint["global_step"])
 
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:
