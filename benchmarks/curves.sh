@@ -10,7 +10,7 @@ out=${1:-outputs/curves}
 max_time=${2:-00:01:00:00}
 offline=(data.root=../shared/data data.download=false
          backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth
-         image_size=128 seed=1 trainer.enable_progress_bar=false callbacks.progress_bar=null)
+         image_size=128 seed=1 trainer.enable_progress_bar=false)
 
 python src/train.py experiment=tutorial trainer.max_time="$max_time" "${offline[@]}" hydra.run.dir="$out/tutorial"
 python src/train.py experiment=finetune_last_blocks_batch_pairs "${offline[@]}" hydra.run.dir="$out/batch_pairs"

@@ -6,7 +6,7 @@ set -euo pipefail
 out=${1:-outputs/results}
 offline=(data.root=../shared/data data.download=false
          backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth
-         image_size=128 trainer.enable_progress_bar=false callbacks.progress_bar=null)
+         image_size=128 trainer.enable_progress_bar=false)
 splits=stratified,official,unseen_classes
 
 python src/train.py -m experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 "${offline[@]}" \

@@ -99,7 +99,6 @@ def tiny_overrides(data_root: Path) -> list[str]:
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
-        "callbacks.progress_bar=null",
     ]
 
 

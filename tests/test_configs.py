@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ProgressBar
 import torch
 from hydra.utils import instantiate
 
@@ -11,7 +12,7 @@ from conftest import CONF, compose_train
 from siamese.data.datamodule import PairDataModule
 from siamese.models.miners import BatchPairs
 from siamese.models.module import SiameseModule
-from siamese.training import instantiate_group
+from siamese.training import build_trainer, instantiate_group
 
 GROUPS = ["backbone", "data", "model", "trainer", "callbacks", "logger", "experiment", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
@@ -84,3 +85,13 @@ def test_every_target_uses_one_lightning_namespace():
     texts = "\n".join(path.read_text() for path in Path(CONF).rglob("*.yaml"))
     assert "pytorch_lightning." in texts
     assert "lightning.pytorch" not in texts and "_target_: lightning." not in texts
+
+
+@pytest.mark.parametrize("setting, shown", [("false", False), ("true", True), ("null", False)])  # null: stdout is no tty here
+def test_the_progress_bar_callback_follows_enable_progress_bar(setting, shown, tmp_path):
+    cfg = compose_train([f"trainer.enable_progress_bar={setting}", "trainer.accelerator=cpu"], tmp_path)
+    trainer = build_trainer(cfg.trainer, instantiate_group(cfg.callbacks), logger=False)
+    bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert trainer.progress_bar_callback is (bars[0] if shown else None) and len(bars) == int(shown)
+    if shown:
+        assert bars[0].refresh_rate == cfg.callbacks.progress_bar.refresh_rate  # the configured bar, not Lightning's

@@ -45,7 +45,6 @@ def test_short_training_run_learns_real_flowers(tmp_path):
             "trainer.max_epochs=2",
             "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
         ],
         tmp_path,
     )

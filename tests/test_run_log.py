@@ -7,7 +7,7 @@ from conftest import run_script, tiny_overrides
 
 def test_a_redirected_run_logs_one_line_per_epoch_and_no_startup_noise(tiny_flowers, tmp_path):
     # progress bar as configured by default: it shows only on a terminal, and this is none
-    overrides = [o for o in tiny_overrides(tiny_flowers) if "progress_bar" not in o]
+    overrides = [o for o in tiny_overrides(tiny_flowers) if "enable_progress_bar" not in o]
     result = run_script("src/train.py", *overrides, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "train.log").read_text()
@@ -20,7 +20,8 @@ def test_a_redirected_run_logs_one_line_per_epoch_and_no_startup_noise(tiny_flow
     assert "litlogger" not in log and "was configured so 100%" not in log
     table = log.split("final metrics (best checkpoint)\n", 1)[1]
     assert f"test_auroc {metrics['test_auroc']:.4f}" in " ".join(table.split())  # the final table too
-    assert "\r" not in result.stdout  # no progress-bar frames in a redirected output
+    for output in (result.stdout, result.stderr):  # no progress-bar frames in a redirected output
+        assert "\r" not in output and "\x1b[" not in output and "it/s]" not in output
 
 
 def test_a_misspelt_trainer_key_is_one_line_and_the_run_folder_says_why(tiny_flowers, tmp_path):

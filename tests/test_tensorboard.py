@@ -10,12 +10,13 @@ import urllib.request
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import TINY_CLASSES, compose_train, tiny_overrides
-from siamese.training import train
+from siamese.training import hparam_values, train
 
 
 def accumulate(folder):
@@ -74,6 +75,25 @@ def test_hparams_name_the_main_settings(events):
     assert {"backbone", "margin", "batch_size", "lr", "embedding_dim", "image_size", "split",
             "augmentation"} <= set(hparams)
     assert hparams["backbone"].string_value == "resnet18" and hparams["margin"].number_value == 1.0
+    assert hparams["batch_size"].string_value == "4"  # integers are categories, not 4.0000
+    assert hparams["run"].string_value == events.path.split("/")[-2]  # the run folder's name, short
+
+
+def test_hparams_tab_shows_the_main_settings_and_metrics(events):
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    # TensorBoard checks the first 5 columns marked as varying (otherwise the first 5 alphabetically)
+    assert [info.name for info in experiment.hparam_infos if info.differs] == ["run", "margin", "lr", "backbone", "split"]
+    assert [m.name.tag for m in experiment.metric_infos] == [
+        "final/test_auroc", "final/test_acc", "final/val_auroc", "final/val_loss", "final/test_eer"]
+
+
+def test_a_swept_key_is_a_shown_hparams_column():
+    params, shown = hparam_values(
+        OmegaConf.create({"run_dir": "outputs/multirun/x/0_model.miner.margin=0.2", "model": {"miner": {"margin": 0.2}},
+                          "margin": 1.0, "seed": 3}), {"model.miner.margin", "seed"})
+    assert shown[:4] == ["run", "model.miner.margin", "seed", "margin"]
+    assert params["model.miner.margin"] == 0.2 and params["seed"] == "3" and params["run"] == "0_model.miner.margin=0.2"
 
 
 def test_projector_has_test_embeddings_with_names_and_thumbnails(trained_run):

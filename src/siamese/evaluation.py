@@ -17,7 +17,7 @@ from siamese.cli import format_table, stop_on_signals
 from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
 from siamese.errors import UserError
 from siamese.metrics import threshold_rule
-from siamese.training import check_trainer_arguments
+from siamese.training import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,21 @@ FIT_ONLY_CALLBACKS = (
 def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
     """The training run's trainer config (``trainer.*`` from the command line included), on one
     device, with its callbacks except those of fitting, logging into ``run_dir``."""
-    check_trainer_arguments(merged.trainer)
     callbacks = [PairListWriter(str(run_dir), splits=())]
     for name, entry in (merged.get("callbacks") or {}).items():
         if name not in FIT_ONLY_CALLBACKS and entry is not None and "_target_" in entry:
             callbacks.append(instantiate(entry))
     if not any(isinstance(c, TensorBoardNotebook) for c in callbacks):
         callbacks.append(TensorBoardNotebook())
-    return instantiate(
+    return build_trainer(
         merged.trainer,
+        callbacks,
         default_root_dir=str(run_dir),
         accelerator=accelerator,
         devices=1,
         num_nodes=1,
         strategy="auto",
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
-        callbacks=callbacks,
         enable_checkpointing=False,
     )
 

@@ -6,6 +6,7 @@ import difflib
 import inspect
 import json
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -62,6 +63,24 @@ def check_trainer_arguments(trainer_cfg: DictConfig) -> None:
             raise UserError(f"unknown trainer argument trainer.{key}{hint}")
 
 
+def progress_bar_wanted(setting: bool | None) -> bool:
+    """``trainer.enable_progress_bar``: true or false as given; null (the default) shows the bar
+    only when stdout is a terminal, so a redirected log gets epoch lines instead of bar frames."""
+    if setting is None:
+        return sys.stdout.isatty()
+    return bool(setting)
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[Any], **arguments: Any) -> pl.Trainer:
+    """The configured Trainer. The progress bar callback follows ``trainer.enable_progress_bar``
+    (Lightning refuses a bar callback when the bar is off, so the two are never set by hand)."""
+    check_trainer_arguments(trainer_cfg)
+    show_bar = progress_bar_wanted(trainer_cfg.get("enable_progress_bar"))
+    if not show_bar:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return instantiate(trainer_cfg, callbacks=callbacks, enable_progress_bar=show_bar, **arguments)
+
+
 def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     """For ``resume=<run dir>``: that run's config (command-line keys still apply), continuing in
     that dir from the end of its last complete epoch (``last.ckpt``).
@@ -99,10 +118,9 @@ def train(cfg: DictConfig) -> float | None:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("ckpt_path"):
         check_fits(model, load_checkpoint(cfg.ckpt_path))  # a clear error before Lightning's
-    check_trainer_arguments(cfg.trainer)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, callbacks, logger=loggers or False)
 
     started = time.monotonic()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -195,18 +213,70 @@ HPARAMS = {
     "augmentation": "data.augmentation",
     "seed": "seed",
 }
+# Shown (checked) by default after the run's name and the keys a sweep varies; the HParams tab shows 5.
+SHOWN_HPARAMS = ("margin", "lr", "backbone", "split", "seed")
+# The metric columns of the HParams tab (every final/* value is still logged as a scalar).
+HPARAM_METRICS = ("final/test_auroc", "final/test_acc", "final/val_auroc", "final/val_loss", "final/test_eer")
+
+
+def hparam_values(cfg: DictConfig, swept: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """The HParams columns of a run, and the names shown by default: ``run`` (the run folder's
+    name, short and distinct where TensorBoard cuts the path), the swept keys, then SHOWN_HPARAMS.
+    Integers are categories ("8", not 8.0000); a swept key outside HPARAMS gets its own column."""
+    names_by_key = {key: name for name, key in HPARAMS.items()}
+    columns = {"run": Path(cfg.run_dir).name, **HPARAMS}
+    shown = ["run"]
+    for key in sorted(swept):
+        name = names_by_key.get(key, names_by_key.get(f"{key}.name", key))
+        columns.setdefault(name, key)
+        shown.append(name)
+    params: dict[str, Any] = {}
+    for name, key in columns.items():
+        value = key if name == "run" else OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
+            params[name] = value
+        elif isinstance(value, int):
+            params[name] = str(value)
+        elif value is not None or name in HPARAMS:
+            params[name] = str(value)
+    shown = [name for name in dict.fromkeys(shown + list(SHOWN_HPARAMS)) if name in params]
+    return params, shown
 
 
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
     """The main hyperparameters and the final metrics, for TensorBoard's HParams tab."""
-    params = {}
-    for name, key in HPARAMS.items():
-        value = OmegaConf.select(cfg, key)
-        params[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    from siamese.cli import swept_keys
+
+    params, shown = hparam_values(cfg, swept_keys())
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=final)
+            write_hparams_session(logger.experiment, params, final, shown)
         else:
             logger.log_hyperparams(params)
         logger.save()
+
+
+def write_hparams_session(writer: Any, params: dict[str, Any], metrics: dict[str, float], shown: list[str]) -> None:
+    """One HParams session with its final metrics as scalars. The experiment summary marks the
+    ``shown`` columns as varying: TensorBoard checks the first 5 of those by default (it would
+    otherwise check the first 5 alphabetically), and lists only HPARAM_METRICS as metric columns."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    metric_columns = {name: metrics[name] for name in HPARAM_METRICS if name in metrics}
+    experiment, start, end = hparams_summaries(params, metric_columns)
+    content = experiment.value[0].metadata.plugin_data.content
+    data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    infos = {info.name: info for info in data.experiment.hparam_infos}
+    ordered = [infos[name] for name in shown if name in infos] + [i for n, i in infos.items() if n not in shown]
+    for info in ordered:
+        info.differs = info.name in shown[:5]
+    del data.experiment.hparam_infos[:]
+    data.experiment.hparam_infos.extend(ordered)
+    experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
+    file_writer = writer._get_file_writer()  # reopens a writer closed at the end of fit, as Lightning does
+    for summary in (experiment, start, end):
+        file_writer.add_summary(summary)
+    for name, value in metrics.items():
+        writer.add_scalar(name, value)
