@@ -15,7 +15,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from siamese.cli import markdown_table  # noqa: E402
+from siamese.cli import markdown_table, register_resolvers  # noqa: E402
+
+register_resolvers()
 
 import logging  # noqa: E402
 import warnings  # noqa: E402

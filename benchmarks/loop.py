@@ -6,6 +6,7 @@ their ratio (goal: Lightning >= 0.95 of the bare loop). Data loading is left out
 
     python benchmarks/loop.py
     python benchmarks/loop.py --image-size 224 --precision bf16-mixed --accelerator gpu --batch-size 64
+    python benchmarks/loop.py --backbone timm:tf_efficientnet_lite0   # any timm model (random weights: same speed)
 """
 
 from __future__ import annotations
@@ -20,22 +21,23 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from _common import compose, median, print_table, sync, training_only_trainer, weights_overrides
+from siamese.data.batches import PairBatch
 
 
-def make_batches(steps: int, batch_size: int, image_size: int) -> list[tuple[torch.Tensor, ...]]:
-    """Random pair batches shaped like the data module's: (images_a, images_b, same, position, class_a, class_b)."""
+def make_batches(steps: int, batch_size: int, image_size: int) -> list[PairBatch]:
+    """Random pair batches shaped like the data module's."""
     generator = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(steps):
         same = torch.randint(0, 2, (batch_size,), generator=generator)
         class_a = torch.arange(batch_size)
-        batches.append((
-            torch.randn(batch_size, 3, image_size, image_size, generator=generator),
-            torch.randn(batch_size, 3, image_size, image_size, generator=generator),
-            same.float(),
-            torch.arange(batch_size),
-            class_a,
-            torch.where(same.bool(), class_a, class_a + batch_size),
+        batches.append(PairBatch(
+            images_a=torch.randn(batch_size, 3, image_size, image_size, generator=generator),
+            images_b=torch.randn(batch_size, 3, image_size, image_size, generator=generator),
+            same=same.float(),
+            position=torch.arange(batch_size),
+            class_a=class_a,
+            class_b=torch.where(same.bool(), class_a, class_a + batch_size),
         ))
     return batches
 
@@ -69,11 +71,11 @@ def bare_run(module, batches, args) -> float:
     module.to(device).train()
     optimizer = module.configure_optimizers()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision.startswith("bf16"))
-    for step, (images_a, images_b, same, *_) in enumerate(batches):
+    for step, batch in enumerate(batches):
         if step == args.warmup:
             sync(args.accelerator)
             start = time.perf_counter()
-        images_a, images_b, same = images_a.to(device), images_b.to(device), same.to(device)
+        images_a, images_b, same = batch.images_a.to(device), batch.images_b.to(device), batch.same.to(device)
         with autocast:
             loss = module.loss(module(images_a, images_b), same)
         optimizer.zero_grad(set_to_none=True)
@@ -93,9 +95,17 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--channels-last", default="true")
+    parser.add_argument("--backbone", default="mobilenet_v2",
+                        help="a torchvision backbone config (conf/backbone) or timm:<timm model name>")
     args = parser.parse_args()
 
-    cfg = compose([*weights_overrides(), f"image_size={args.image_size}", f"batch_size={args.batch_size}",
+    if args.backbone.startswith("timm:"):
+        backbone = ["backbone=timm", f"backbone.name={args.backbone[5:]}", "backbone.pretrained=false"]
+    elif args.backbone == "mobilenet_v2":
+        backbone = weights_overrides()
+    else:
+        backbone = [f"backbone={args.backbone}", "backbone.weights=null"]
+    cfg = compose([*backbone, f"image_size={args.image_size}", f"batch_size={args.batch_size}",
                    f"model.channels_last={args.channels_last}"])
     torch.manual_seed(0)
     template = instantiate(cfg.model)
@@ -107,7 +117,7 @@ def main() -> None:
         results["bare"].append(timed_pairs / bare_run(copy.deepcopy(template), batches, args))
     lightning, bare = median(results["lightning"]), median(results["bare"])
     rows = [{
-        "image size": args.image_size, "batch (pairs)": args.batch_size, "precision": args.precision,
+        "backbone": args.backbone.removeprefix("timm:"), "image size": args.image_size, "batch (pairs)": args.batch_size, "precision": args.precision,
         "channels_last": args.channels_last,
         "Lightning pairs/s": f"{lightning:.1f}", "bare loop pairs/s": f"{bare:.1f}",
         "ratio": f"{lightning / bare:.3f}",

@@ -17,6 +17,7 @@ import yaml
 from _common import print_table
 from siamese.sweeps import job_rows, mean_std
 
+VALIDATION_COLUMNS = {"val_auroc": "val ROC-AUC", "val_acc": "val acc"}  # --validation: what a choice may rest on
 COLUMNS = {
     "test_auroc": "test ROC-AUC",
     "test_acc": "acc (calibrated thr)",
@@ -32,7 +33,9 @@ COLUMNS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", metavar="LABEL=SWEEP_DIR")
+    parser.add_argument("--validation", action="store_true", help="also the validation ROC-AUC and accuracy")
     args = parser.parse_args()
+    columns = {**(VALIDATION_COLUMNS if args.validation else {}), **COLUMNS}
     rows = []
     for entry in args.sweeps:
         label, _, sweep = entry.partition("=")
@@ -50,14 +53,14 @@ def main() -> None:
             if not members:
                 continue
             row = {"recipe": label, "split": split, "seeds": f"{len(done)}/{len(members)}"}
-            for key, name in COLUMNS.items():
+            for key, name in columns.items():
                 values = [float(j[key]) for j in done if isinstance(j.get(key), (int, float))]
                 if values:
                     mean, std = mean_std(values)
                     digits = 0 if key in ("fit_seconds", "epochs_trained") else 3
                     row[name] = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
             rows.append(row)
-    print_table("Test metrics, mean ± sample std over seeds", rows, ["recipe", "split", "seeds", *COLUMNS.values()])
+    print_table("Test metrics, mean ± sample std over seeds", rows, ["recipe", "split", "seeds", *columns.values()])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from siamese.cli import report_user_errors
+from siamese.cli import register_resolvers, report_user_errors
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

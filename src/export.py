@@ -7,7 +7,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from siamese.cli import report_user_errors
+from siamese.cli import register_resolvers, report_user_errors
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from siamese.cli import report_user_errors
+from siamese.cli import register_resolvers, report_user_errors
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="index")

@@ -7,8 +7,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from siamese.cli import report_user_errors
+from siamese.cli import register_resolvers, report_user_errors
 from siamese.errors import UserError
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="verify")

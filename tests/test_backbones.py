@@ -103,7 +103,7 @@ def test_truncated_weights_file_is_refused(tmp_path):
     torch.save(source.state_dict(), tmp_path / "w.pth")
     data = (tmp_path / "w.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="not a readable PyTorch state_dict"):
+    with pytest.raises(UserError, match="not a readable PyTorch or safetensors state_dict"):
         Backbone("mobilenet_v2", weights_path=str(tmp_path / "cut.pth"))
 
 

@@ -25,7 +25,8 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path):
-    cfg = compose_train([f"{group}={option}", *OFFLINE], tmp_path)
+    offline = ["backbone.pretrained=false"] if (group, option) == ("backbone", "timm") else OFFLINE
+    cfg = compose_train([f"{group}={option}", *offline], tmp_path)
     assert isinstance(instantiate(cfg.data), PairDataModule)
     assert isinstance(instantiate(cfg.model), SiameseModule)
     for entry in [*instantiate_group(cfg.callbacks), *instantiate_group(cfg.logger)]:
@@ -95,3 +96,36 @@ def test_the_progress_bar_callback_follows_enable_progress_bar(setting, shown, t
     assert trainer.progress_bar_callback is (bars[0] if shown else None) and len(bars) == int(shown)
     if shown:
         assert bars[0].refresh_rate == cfg.callbacks.progress_bar.refresh_rate  # the configured bar, not Lightning's
+
+
+def _scalar_defaults(node) -> dict:
+    """The plain values of a config node: no interpolations, no nested configs."""
+    from omegaconf import OmegaConf
+
+    return {key: node[key] for key in node if key != "_target_" and not OmegaConf.is_interpolation(node, key)
+            and not OmegaConf.is_config(node[key])}
+
+
+CONFIG_NODES = {  # config file -> the node of it that instantiates a class
+    "data/flowers102.yaml": "", "model/siamese.yaml": "",
+    "model/siamese.yaml:network": "network", "model/siamese.yaml:loss": "loss",
+    "backbone/torchvision.yaml": "", "backbone/timm.yaml": "",
+}
+
+
+@pytest.mark.parametrize("source", list(CONFIG_NODES))
+def test_the_python_defaults_are_the_yaml_defaults(source):
+    """The configs are the reference: a class built directly (tests, notebooks) behaves as configured."""
+    import inspect
+
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF / source.split(":")[0])
+    for key in filter(None, CONFIG_NODES[source].split(".")):
+        node = node[key]
+    parameters = inspect.signature(get_class(node._target_).__init__).parameters
+    differing = {key: (value, parameters[key].default) for key, value in _scalar_defaults(node).items()
+                 if key in parameters and parameters[key].default is not inspect.Parameter.empty
+                 and parameters[key].default != value}
+    assert differing == {}, f"{source}: yaml value vs python default"

@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 from lightning_fabric.utilities.distributed import DistributedSamplerWrapper  # what Lightning wraps samplers in
 
@@ -71,3 +72,13 @@ def test_ddp_configs_compose(tmp_path):
     assert cfg.trainer.sync_batchnorm is True and cfg.trainer.accelerator == "gpu"
     cfg = compose_train(["trainer=ddp_cpu"], tmp_path)
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.sync_batchnorm) == ("cpu", 2, False)
+
+
+def test_a_lightning_without_the_extended_launcher_is_refused_in_one_line(monkeypatch):
+    from siamese import distributed
+    from siamese.errors import UserError
+
+    distributed.check_launcher_api()  # the installed Lightning has it
+    monkeypatch.setattr(distributed, "_SubprocessScriptLauncher", None)
+    with pytest.raises(UserError, match=r"install 'pytorch-lightning>=2.2,<2.7', or use trainer=default"):
+        distributed.check_launcher_api()

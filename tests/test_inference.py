@@ -363,7 +363,8 @@ def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
         # the frozen-feature cache (rows i and i + n: an image and its mirror) gives the same embeddings
         module.network.backbone.frozen_blocks = max(1, module.network.backbone.frozen_blocks)
         front = module.network.backbone.front()
-        module.front_features = torch.cat([front(images), front(images.flip(-1))])
+        module.feature_cache.bank = torch.cat([front(images), front(images.flip(-1))])
+        module.feature_cache.catalog_size = len(images)
         module.cache_frozen_features = True
         assert torch.allclose(module.embed(torch.arange(3)), flipped, atol=1e-5)
         module.train()

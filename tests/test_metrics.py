@@ -103,3 +103,32 @@ def test_collector_keeps_everything_in_order():
     collector.update(distance=t(0.3), same=t(1))
     values = collector.compute()
     assert values["distance"].tolist() == pytest.approx([0.1, 0.2, 0.3]) and values["same"].tolist() == [1, 0, 1]
+
+
+def test_eer_agrees_with_torchmetrics_where_the_roc_crosses_at_a_point():
+    from torchmetrics.functional.classification import binary_eer
+
+    from siamese.metrics import similarity
+
+    distance, same = t(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), t(1, 1, 1, 0, 1, 0, 0, 0)
+    assert equal_error_rate(distance, same) == pytest.approx(0.25)  # FAR = FRR = 1/4 at d < 0.45
+    assert float(binary_eer(similarity(distance), same.long())) == pytest.approx(0.25)
+
+
+def test_tar_at_far_takes_the_highest_tar_within_the_far():
+    torch.manual_seed(0)
+    distance, same = torch.rand(200), (torch.rand(200) < 0.5).float()
+    for far in (0.01, 0.1, 0.3):
+        negatives = distance[same == 0].sort().values
+        threshold = negatives[int(far * len(negatives))]  # accepts at most far of the negatives
+        assert tar_at_far(distance, same, far) == pytest.approx(float((distance[same == 1] < threshold).float().mean()))
+
+
+def test_collector_matches_catmetric():
+    from torchmetrics.aggregation import CatMetric
+
+    collector, reference = Collector(["distance"]), CatMetric()
+    for chunk in torch.rand(10).split(3):
+        collector.update(distance=chunk)
+        reference.update(chunk)
+    assert torch.equal(collector.compute()["distance"], reference.compute())

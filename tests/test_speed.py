@@ -101,7 +101,7 @@ def module_and_data(root, tmp_path, *extra):
 
 def validate(module, data):
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
-    return trainer.validate(module, datamodule=data, verbose=False)[0], module.scores["val"][0]
+    return trainer.validate(module, datamodule=data, verbose=False)[0], module.evaluated_pairs("val").distance
 
 
 def test_frozen_feature_cache_gives_the_same_embeddings_and_metrics(tiny_flowers, tmp_path):
@@ -113,7 +113,7 @@ def test_frozen_feature_cache_gives_the_same_embeddings_and_metrics(tiny_flowers
 
     plain_metrics, plain_distances = validate(plain, plain_data)
     cached_metrics, cached_distances = validate(cached, cached_data)
-    assert cached.front_features.shape[0] == len(cached_data.catalog)
+    assert cached.feature_cache.bank.shape[0] == len(cached_data.catalog)
     assert torch.allclose(cached_distances, plain_distances, atol=1e-5)
     assert abs(cached_metrics["val_loss"] - plain_metrics["val_loss"]) < 1e-5
 
@@ -190,7 +190,7 @@ def test_cached_flips_follow_the_flips_of_the_uncached_path(tiny_flowers, tmp_pa
         datamodule.transforms["train"] = augment_transform("flip")
     validate(cached, cached_data)  # fills the cache: every image, then every image mirrored
     data.setup()
-    assert len(cached.front_features) == 2 * len(cached_data.catalog)
+    assert len(cached.feature_cache.bank) == 2 * len(cached_data.catalog)
 
     plain_batch, cached_batch = next(iter(data.train_dataloader())), next(iter(cached_data.train_dataloader()))
     images = torch.cat(plain_batch[:2])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_script, tiny_overrides
+from conftest import CONF, run_script, tiny_overrides
 from siamese.cli import job_dirname
 from siamese.sweeps import mean_std, summarize
 
@@ -116,3 +116,15 @@ def test_launchers_run_two_jobs(launcher, tiny_flowers, tmp_path):
 
         assert all(m["torch_threads"] == max(1, (os.cpu_count() or 1) // 2) for m in metrics)
     assert (tmp_path / "summary.csv").exists()
+
+
+@pytest.mark.parametrize("metric, direction", [("val_auroc", "maximize"), ("val_loss", "minimize"),
+                                               ("test_eer", "minimize"), ("test_map@r", "maximize")])
+def test_the_optuna_direction_follows_the_optimized_metric(metric, direction, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", f"optimized_metric={metric}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.direction == direction

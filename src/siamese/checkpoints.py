@@ -64,7 +64,12 @@ def module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> Siame
     A number in ``cfg.model.threshold`` replaces the checkpoint's threshold.
     """
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model_cfg["network"]["backbone"].update(weights=None, weights_path=None)  # the checkpoint has them
+    backbone = model_cfg["network"]["backbone"]  # the checkpoint has the weights: no download, no file
+    backbone["weights_path"] = None
+    if "weights" in backbone:
+        backbone["weights"] = None
+    if "pretrained" in backbone:
+        backbone["pretrained"] = False
     model_cfg["cache_frozen_features"] = False  # a training speed-up: the module here takes images
     if model_cfg.get("threshold") is not None:
         model_cfg["threshold_far"] = None  # a given threshold replaces the rule that calibrated the checkpoint's

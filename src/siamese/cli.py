@@ -63,8 +63,18 @@ def job_dirname(overrides: str, limit: int = 160) -> str:
     return f"{name[:limit]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-# conf/hydra/default.yaml names sweep job folders with it.
-OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+def optimization_direction(metric: str) -> str:
+    """``minimize`` for a loss or an error rate (``val_loss``, ``test_eer``), else ``maximize``."""
+    name = str(metric).rsplit("_", 1)[-1]
+    return "minimize" if name in ("loss", "eer") else "maximize"
+
+
+def register_resolvers() -> None:
+    """The config's own interpolations: ``${job_dirname:...}`` names sweep job folders
+    (conf/hydra/default.yaml), ``${direction:...}`` gives a sweeper the direction of
+    ``optimized_metric`` (conf/hparams_search). Entry scripts call it before Hydra composes."""
+    OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+    OmegaConf.register_new_resolver("direction", optimization_direction, replace=True)
 
 
 class Stopped(Exception):

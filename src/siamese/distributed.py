@@ -15,9 +15,19 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from siamese.errors import UserError
+
+# Lightning has no public way to change how DDP ranks are started, so HydraJobLauncher extends its
+# private script launcher; pyproject.toml bounds pytorch-lightning to the versions this was run with.
+LAUNCHER_API = ("_call_children_scripts", "_check_can_spawn_children")
+try:
+    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+except ImportError:  # a Lightning that moved it
+    _SubprocessScriptLauncher = None
 
 # What Lightning's launcher puts into the environment of the processes of a DDP job.
 DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -51,7 +61,17 @@ def hydra_job_command(local_rank: int) -> tuple[list[str], str]:
     return command, get_original_cwd()
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+def check_launcher_api() -> None:
+    """A UserError when this Lightning's script launcher is not the one HydraJobLauncher extends."""
+    launcher = _SubprocessScriptLauncher
+    if launcher is None or not all(hasattr(launcher, name) for name in LAUNCHER_API):
+        raise UserError(
+            f"trainer=ddp under Hydra extends the script launcher of pytorch-lightning 2.2-2.6, and this is "
+            f"{pl.__version__}: install 'pytorch-lightning>=2.2,<2.7', or use trainer=default (one device)"
+        )
+
+
+class HydraJobLauncher(_SubprocessScriptLauncher or object):
     """Lightning's script launcher; under Hydra the other ranks run :func:`hydra_job_command`."""
 
     def _call_children_scripts(self) -> None:
@@ -76,6 +96,7 @@ class HydraDDPStrategy(DDPStrategy):
     """``DDPStrategy`` whose ranks are started by :class:`HydraJobLauncher` (``trainer=ddp``, ``trainer=ddp_cpu``)."""
 
     def _configure_launcher(self) -> None:
+        check_launcher_api()
         super()._configure_launcher()
         if type(self._launcher) is _SubprocessScriptLauncher:
             self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)

@@ -17,7 +17,7 @@ from siamese.cli import format_table, stop_on_signals
 from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
 from siamese.errors import UserError
 from siamese.metrics import threshold_rule
-from siamese.training import build_trainer
+from siamese.training import build_trainer, fill_normalization
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     merged = config_with_overrides(checkpoint, cfg, overrides, EVAL_KEYS)
     merged.run_dir = cfg.run_dir
+    fill_normalization(merged)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(merged, run_dir / "config_resolved.yaml", resolve=True)
@@ -71,7 +72,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
             results = trainer.test(module, datamodule=datamodule, verbose=False)
         else:
             results = trainer.validate(module, datamodule=datamodule, verbose=False)
-            distances, _ = module.scores["val"]
+            distances = module.evaluated_pairs("val").distance
             if len(distances) == len(datamodule.pairs("val")):  # not limited to a few batches
                 datamodule.write_pairs("val", run_dir / "pairs_val.csv", distances.tolist(), float(module.threshold))
     metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}

@@ -17,6 +17,7 @@ from torchmetrics.functional.classification import (
     binary_precision,
     binary_recall,
     binary_roc,
+    binary_sensitivity_at_specificity,
 )
 
 FAR_LEVELS = (1e-2, 1e-3)
@@ -87,7 +88,12 @@ def roc_curve(distance: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def equal_error_rate(distance: torch.Tensor, same: torch.Tensor) -> float:
-    """The error rate where false accepts equal false rejects, interpolated on the ROC curve."""
+    """The error rate where false accepts equal false rejects, interpolated on the ROC curve.
+
+    Not torchmetrics' ``binary_eer``, which returns the mean of the two rates at the ROC point
+    where they are closest: on small test sets (a few hundred pairs) that moves in steps of a
+    pair. Both agree where the ROC has a point at the crossing (tests/test_metrics.py pins it).
+    """
     fpr, tpr = roc_curve(distance, same)
     fnr = 1 - tpr
     crossing = int(torch.nonzero(fpr >= fnr)[0])
@@ -101,10 +107,10 @@ def equal_error_rate(distance: torch.Tensor, same: torch.Tensor) -> float:
 
 
 def tar_at_far(distance: torch.Tensor, same: torch.Tensor, far: float) -> float:
-    """True accept rate at the best threshold whose false accept rate is at most ``far``."""
-    fpr, tpr = roc_curve(distance, same)
-    allowed = fpr <= far + 1e-12
-    return float(tpr[allowed].max()) if allowed.any() else 0.0
+    """True accept rate at the best threshold whose false accept rate is at most ``far``
+    (torchmetrics' sensitivity at specificity ``1 - far``)."""
+    tar, _ = binary_sensitivity_at_specificity(similarity(distance.float()), same.long(), min_specificity=1.0 - far)
+    return float(tar)
 
 
 def verification_metrics(
@@ -180,7 +186,11 @@ def retrieval_metrics(
 
 
 class Collector(Metric):
-    """Keeps every value it is given (synced across processes), for metrics over a whole split."""
+    """Keeps every value it is given (synced across processes), for metrics over a whole split.
+
+    torchmetrics' ``CatMetric`` does this for one stream of floats; this keeps several aligned,
+    named streams in their own dtypes (pair positions stay integers), which the module needs to
+    put gathered scores back in order. tests/test_metrics.py pins it against ``CatMetric``."""
 
     full_state_update = False
 

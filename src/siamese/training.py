@@ -103,9 +103,23 @@ def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     return merged
 
 
+def fill_normalization(cfg: DictConfig) -> None:
+    """``data.mean``/``data.std`` left null become the backbone's, so the saved config (and every
+    checkpoint) names the normalisation the run used."""
+    from siamese.models.backbones import normalization
+
+    if "data" not in cfg or "backbone" not in cfg:
+        return
+    mean, std = normalization(cfg.backbone)
+    for key, value in (("mean", mean), ("std", std)):
+        if cfg.data.get(key) is None:
+            OmegaConf.update(cfg, f"data.{key}", list(value), force_add=True)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``."""
     pl.seed_everything(cfg.seed, workers=True)
+    fill_normalization(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.run_dir)

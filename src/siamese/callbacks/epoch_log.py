@@ -8,6 +8,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from siamese.models.module import evaluated_pairs
+
 log = logging.getLogger(__name__)
 
 COLLAPSE_ADVICE = (
@@ -36,7 +38,7 @@ class EpochLog(pl.Callback):
     ``[COLLAPSED]``.
 
     Reads the metrics Lightning collected and the validation scores the module publishes
-    (``pl_module.scores["val"]``: distances and labels).
+    (``evaluated_pairs(pl_module, "val")``: distances and labels).
     """
 
     METRICS = ("train_loss", "val_loss", "val_auroc", "val_acc")
@@ -58,10 +60,10 @@ class EpochLog(pl.Callback):
             if value is not None:
                 parts.append(f"{name} {float(value):.4f}")
         line = f"epoch {trainer.current_epoch}: " + ", ".join(parts) + f", {time.monotonic() - self.started:.0f} s"
-        scores = getattr(pl_module, "scores", {}).get("val")
-        if scores is not None and collapsed(scores[0]):
+        scores = evaluated_pairs(pl_module, "val")
+        if scores is not None and collapsed(scores.distance):
             self.collapsed_epochs.append(trainer.current_epoch)
             log.info(line + " [COLLAPSED]")
-            log.warning(COLLAPSE_ADVICE.format(distance=float(scores[0].float().mean())))
+            log.warning(COLLAPSE_ADVICE.format(distance=float(scores.distance.float().mean())))
         else:
             log.info(line)

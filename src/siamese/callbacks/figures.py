@@ -10,11 +10,16 @@ from typing import Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # headless: figures go to TensorBoard and files, never to a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+
+def pyplot():
+    """``matplotlib.pyplot`` with the headless backend this module selects."""
+    return plt
 
 
 def pair_gallery(

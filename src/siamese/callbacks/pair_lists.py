@@ -7,6 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from siamese.data.datamodule import PairDataModule
+from siamese.models.module import evaluated_pairs
 
 
 class PairListWriter(pl.Callback):
@@ -35,10 +36,10 @@ class PairListWriter(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = self._datamodule(trainer)
-        scores = getattr(pl_module, "scores", {}).get("test")
+        scores = evaluated_pairs(pl_module, "test")
         if datamodule is None or scores is None or trainer.sanity_checking:
             return
-        distances, _ = scores
+        distances = scores.distance
         if len(distances) == len(datamodule.pairs("test")):  # not a run limited to a few batches
             threshold = float(pl_module.threshold)
             datamodule.write_pairs("test", self.dirpath / "pairs_test.csv", distances.tolist(), threshold)

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from torchmetrics.functional.classification import binary_confusion_matrix
 from torchvision.transforms import v2
 
 from siamese.callbacks import figures
@@ -16,6 +17,7 @@ from siamese.data.datamodule import PairDataModule
 from siamese.data.io import read_rgb
 from siamese.data.pairs import Pair
 from siamese.metrics import roc_curve
+from siamese.models.module import evaluated_images, evaluated_pairs
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,7 @@ class TensorBoardNotebook(pl.Callback):
     @staticmethod
     def _pair_images(datamodule: PairDataModule, pairs: Sequence[Pair], split: str) -> tuple[torch.Tensor, ...]:
         """Both images of each pair as the model sees them, un-normalised back to [0, 1]."""
-        transform = datamodule.transforms["train" if split == "train" else "eval"]
-        mean = torch.tensor(datamodule.mean)[:, None, None]
-        std = torch.tensor(datamodule.std)[:, None, None]
-        images = []
-        for side in (0, 1):
-            batch = [transform(datamodule.images[pair[side]]) for pair in pairs]
-            images.append((torch.stack(batch) * std + mean).clamp(0, 1))
-        return tuple(images)
+        return tuple(datamodule.viewable_images([pair[side] for pair in pairs], split) for side in (0, 1))
 
     def _gallery(self, writer, tag: str, datamodule: PairDataModule, pairs, captions, split: str, step: int) -> None:
         if not pairs:
@@ -140,9 +135,9 @@ class TensorBoardNotebook(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer = self._writer(trainer)
-        scores = getattr(pl_module, "scores", {}).get("val")
+        scores = evaluated_pairs(pl_module, "val")
         fitting = trainer.state.fn == TrainerFn.FITTING  # not the validate() that follows fit
-        if writer is None or scores is None or len(scores[0]) == 0 or not fitting:
+        if writer is None or scores is None or len(scores.distance) == 0 or not fitting:
             return
         distance, same = scores
         step = trainer.global_step
@@ -165,18 +160,15 @@ class TensorBoardNotebook(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writer, datamodule = self._writer(trainer), self._datamodule(trainer)
-        scores = getattr(pl_module, "scores", {}).get("test")
-        if writer is None or scores is None or len(scores[0]) == 0:
+        scores = evaluated_pairs(pl_module, "test")
+        if writer is None or scores is None or len(scores.distance) == 0:
             return
         distance, same = scores
         threshold, step = float(pl_module.threshold), trainer.global_step
         if self.figures:
             self._curves(writer, "test", distance, same, threshold, step)
-            predicted = (distance < threshold).long()
-            matrix = torch.zeros(2, 2, dtype=torch.long)
-            for truth in (0, 1):
-                for guess in (0, 1):
-                    matrix[truth, guess] = int(((same.long() == truth) & (predicted == guess)).sum())
+            # rows: truth (different, same); columns: prediction
+            matrix = binary_confusion_matrix((distance < threshold).long(), same.long())
             writer.add_figure("figures/test_confusion", figures.confusion_figure(matrix, "test pairs"), step, close=True)
         if datamodule is not None and len(distance) == len(datamodule.pairs("test")):
             self._log_mistakes(writer, datamodule, distance, same, threshold, step)
@@ -199,7 +191,7 @@ class TensorBoardNotebook(pl.Callback):
             self._gallery(writer, tag, datamodule, [pairs[k] for k in chosen], captions, "test", step)
 
     def _log_projector(self, writer, datamodule: PairDataModule, pl_module: pl.LightningModule, step: int) -> None:
-        collected = getattr(pl_module, "test_image_embeddings", None)
+        collected = evaluated_images(pl_module)
         if self.projector_images <= 0 or collected is None:
             return
         embeddings, labels = collected

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from siamese.data.batches import ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
 from siamese.data.io import image_problem
 from siamese.data.pairs import Pair, PairSampler
@@ -20,6 +21,7 @@ from siamese.data.sources import SOURCES, ImageCatalog, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
 from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_transform
 from siamese.errors import UserError, as_number, check
+from siamese.feature_cache import FeatureImages, bank_row
 
 
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -30,60 +32,58 @@ MIRROR_PROBE = torch.tensor([0, 255], dtype=torch.uint8).expand(3, 1, 2)
 
 
 class PairDataset(Dataset):
-    """Indexed by ``(index_a, index_b, same[, seed[, position]])``: ``(image_a, image_b, same,
-    position, class_a, class_b)``, the images (from ``images``, a store of uint8 tensors)
-    transformed, the position -1 when not given, the classes from ``labels`` (catalog order).
+    """Indexed by a ``PairKey`` (or a tuple ``(index_a, index_b, same[, seed[, position]])``): a
+    ``PairBatch`` sample, the images (from ``images``, a store of uint8 tensors) transformed, the
+    classes from ``labels`` (catalog order).
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
-    With ``yield_indices``, feature-bank rows stand in for the images: the catalog index, plus
-    ``len(labels)`` when the transform, with the same random draws, would have mirrored the image
-    (the only augmentation a cache of features can follow, ``data.augmentation=flip``).
+    With ``yield_rows``, feature-bank rows (``siamese.feature_cache.bank_row``) stand in for the
+    images: mirrored when the transform, with the same random draws, would have mirrored the image.
     """
 
-    def __init__(self, images: Dataset, labels: np.ndarray, transform: Callable, yield_indices: bool = False) -> None:
+    def __init__(self, images: Dataset, labels: np.ndarray, transform: Callable, yield_rows: bool = False) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
-        self.yield_indices = yield_indices
+        self.yield_rows = yield_rows
 
-    def __getitem__(self, key: tuple[int, ...]) -> tuple[Any, Any, torch.Tensor, int, int, int]:
-        index_a, index_b, same = key[:3]
-        position = key[4] if len(key) > 4 else -1
-        classes = int(self.labels[index_a]), int(self.labels[index_b])
-        transform = self._bank_row if self.yield_indices else lambda index: self.transform(self.images[index])
-        if len(key) > 3:
+    def __getitem__(self, key: PairKey | tuple[int, ...]) -> PairBatch:
+        key = PairKey(*key)
+        transform = self._bank_row if self.yield_rows else lambda index: self.transform(self.images[index])
+        if key.seed is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(key[3])
-                a, b = transform(index_a), transform(index_b)
+                torch.manual_seed(key.seed)
+                a, b = transform(key.index_a), transform(key.index_b)
         else:
-            a, b = transform(index_a), transform(index_b)
-        return a, b, torch.tensor(same, dtype=torch.float32), position, *classes
+            a, b = transform(key.index_a), transform(key.index_b)
+        return PairBatch(a, b, torch.tensor(key.same, dtype=torch.float32), key.position,
+                         int(self.labels[key.index_a]), int(self.labels[key.index_b]))
 
     def _bank_row(self, index: int) -> int:
         probe = self.transform(MIRROR_PROBE)
-        return index + len(self.labels) * int(probe[0, 0, 0] > probe[0, 0, 1])
+        return bank_row(index, len(self.labels), mirrored=bool(probe[0, 0, 0] > probe[0, 0, 1]))
 
 
 class ImageDataset(Dataset):
-    """Single images ``indices`` of a store, with their class and position among them:
-    ``(image, label, position)``; with ``yield_indices`` the catalog index stands in for the image."""
+    """Single images ``indices`` of a store, with their class and position among them: an
+    ``ImageBatch`` sample; with ``yield_rows`` the bank row (the catalog index) stands in for the image."""
 
     def __init__(
-        self, images: Dataset, labels: np.ndarray, indices: np.ndarray, transform: Callable, yield_indices: bool = False
+        self, images: Dataset, labels: np.ndarray, indices: np.ndarray, transform: Callable, yield_rows: bool = False
     ) -> None:
         self.images = images
         self.labels = labels
         self.indices = indices
         self.transform = transform
-        self.yield_indices = yield_indices
+        self.yield_rows = yield_rows
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[Any, int, int]:
+    def __getitem__(self, position: int) -> ImageBatch:
         index = int(self.indices[position])
-        image = index if self.yield_indices else self.transform(self.images[index])
-        return image, int(self.labels[index]), position
+        image = index if self.yield_rows else self.transform(self.images[index])
+        return ImageBatch(image, int(self.labels[index]), position)
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -102,8 +102,10 @@ class PairDataModule(pl.LightningDataModule):
     once into shared memory; ``disk`` once into a file in ``cache_dir`` (default
     ``<root>/.cache``) that later runs with the same images and ``image_size`` reuse.
     ``num_workers="auto"``: one DataLoader worker per core but one (at most 8);
-    ``pin_memory="auto"``: on when CUDA is available. ``yield_indices`` (set by a model that
-    caches features) makes the dataloaders yield catalog indices instead of images.
+    ``pin_memory="auto"``: on when CUDA is available.
+
+    It supports the frozen-feature cache (``siamese.feature_cache.FeatureRowSource``):
+    ``feature_images()`` and ``yield_feature_rows()``.
     """
 
     def __init__(
@@ -122,14 +124,14 @@ class PairDataModule(pl.LightningDataModule):
         test_pairs_per_class: int | None = None,
         test_retrieval: bool = True,
         on_bad_image: str = "error",
-        cache: str = "none",
+        cache: str = "memory",
         cache_dir: str | None = None,
         num_workers: int | str = "auto",
         pin_memory: bool | str = "auto",
         prefetch_factor: int = 2,
         seed: int = 42,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
@@ -172,7 +174,9 @@ class PairDataModule(pl.LightningDataModule):
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
-        self.mean, self.std = tuple(mean), tuple(std)
+        mean = IMAGENET_MEAN if mean is None else tuple(float(v) for v in mean)
+        std = IMAGENET_STD if std is None else tuple(float(v) for v in std)
+        self.mean, self.std = mean, std
         # Applied to the uint8 tensors of the image store (decoded and resized already).
         self.transforms = {
             "train": augment_transform(augmentation, mean, std),
@@ -185,7 +189,7 @@ class PairDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = int(prefetch_factor)
-        self.yield_indices = False
+        self._yield_rows = False
         self.images: Dataset | None = None
         self.seed = int(seed)
         self.catalog: ImageCatalog | None = None
@@ -279,7 +283,7 @@ class PairDataModule(pl.LightningDataModule):
     def _dataloader(self, split: str) -> DataLoader:
         assert self.catalog is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
-        dataset = PairDataset(self.images, self.catalog.labels, transform, self.yield_indices)
+        dataset = PairDataset(self.images, self.catalog.labels, transform, self._yield_rows)
         return self._loader(dataset, sampler=self.samplers[split])
 
     def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
@@ -294,13 +298,32 @@ class PairDataModule(pl.LightningDataModule):
             **kwargs,
         )
 
-    def image_dataloader(self, indices: np.ndarray, yield_indices: bool | None = None) -> DataLoader:
-        """Single images ``(image, label, position)`` of ``indices``, unaugmented, in order
-        (``yield_indices``: default the data module's)."""
+    def image_dataloader(self, indices: np.ndarray, yield_rows: bool | None = None) -> DataLoader:
+        """Single images (``ImageBatch``) of ``indices``, unaugmented, in order (bank rows instead
+        when the data module yields feature rows, unless ``yield_rows`` says otherwise)."""
         assert self.catalog is not None, "call setup() first"
-        as_indices = self.yield_indices if yield_indices is None else yield_indices
-        dataset = ImageDataset(self.images, self.catalog.labels, indices, self.transforms["eval"], as_indices)
+        as_rows = self._yield_rows if yield_rows is None else yield_rows
+        dataset = ImageDataset(self.images, self.catalog.labels, indices, self.transforms["eval"], as_rows)
         return self._loader(dataset, batch_size=self.batch_size * 2)
+
+    def viewable_images(self, indices: Sequence[int], split: str) -> torch.Tensor:
+        """Catalog images as the model sees them in ``split`` (augmented for "train"), with the
+        normalisation undone: (N, 3, H, W) floats in [0, 1], for pictures."""
+        assert self.images is not None, "call setup() first"
+        transform = self.transforms["train" if split == "train" else "eval"]
+        mean = torch.tensor(self.mean)[:, None, None]
+        std = torch.tensor(self.std)[:, None, None]
+        return torch.stack([(transform(self.images[int(index)]) * std + mean).clamp(0, 1) for index in indices])
+
+    def feature_images(self) -> FeatureImages:
+        """Every image some split uses, unaugmented, for the frozen-feature cache."""
+        assert self.catalog is not None, "call setup() first"
+        used = self.used_indices()
+        return FeatureImages(self.image_dataloader(used, yield_rows=False), used, len(self.catalog), self.augmentation)
+
+    def yield_feature_rows(self, enabled: bool) -> None:
+        """Dataloaders made from now on yield feature-bank rows instead of images."""
+        self._yield_rows = bool(enabled)
 
     def train_dataloader(self) -> DataLoader:
         return self._dataloader("train")

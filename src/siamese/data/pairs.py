@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from siamese.data.batches import PairKey
 from siamese.errors import UserError
 
 Pair = tuple[int, int, int]
@@ -35,7 +36,7 @@ class PairSampler(Sampler[Pair]):
     and the epoch: ``resample=True`` draws new ones each epoch (training; Lightning calls
     ``set_epoch``), ``resample=False`` keeps epoch 0's forever (validation and test).
 
-    Iterating yields ``(index_a, index_b, same, sample_seed, position)``: the seed of that
+    Iterating yields a ``PairKey`` ``(index_a, index_b, same, seed, position)``: the seed of that
     sample's augmentation, so that what an epoch sees does not depend on workers, on other uses
     of the global random state, or on whether the run was resumed; and the pair's position in
     the epoch, so that scores gathered from several processes can be put back in pair order.
@@ -94,9 +95,9 @@ class PairSampler(Sampler[Pair]):
     def __len__(self) -> int:
         return 2 * self.pairs_per_class * len(self.pair_classes)
 
-    def __iter__(self) -> Iterator[tuple[int, int, int, int, int]]:
+    def __iter__(self) -> Iterator[PairKey]:
         pairs, seeds = self._epoch()
-        return iter([(*pair, seed, position) for position, (pair, seed) in enumerate(zip(pairs, seeds))])
+        return iter([PairKey(*pair, seed, position) for position, (pair, seed) in enumerate(zip(pairs, seeds))])
 
     def pairs(self) -> list[Pair]:
         """The pairs of the current epoch (of epoch 0 when not resampling), in sampling order."""

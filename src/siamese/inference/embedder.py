@@ -12,8 +12,9 @@ from tqdm import tqdm
 
 from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
 from siamese.data.io import read_rgb
-from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from siamese.data.transforms import build_transform
 from siamese.metrics import threshold_rule
+from siamese.models.backbones import normalization
 from siamese.models.module import SiameseModule
 
 
@@ -47,8 +48,9 @@ class Embedder:
         self.device = device
         data = cfg.data
         self.image_size = int(data.image_size)
-        self.mean = tuple(float(v) for v in data.get("mean", IMAGENET_MEAN))
-        self.std = tuple(float(v) for v in data.get("std", IMAGENET_STD))
+        mean, std = normalization(cfg.model.network.backbone)  # what runs that did not record theirs used
+        self.mean = tuple(float(v) for v in (data.get("mean") or mean))
+        self.std = tuple(float(v) for v in (data.get("std") or std))
         self.transform = build_transform(self.image_size, "none", self.mean, self.std)
 
     @property

@@ -1,15 +1,18 @@
-"""Headless torchvision classifiers used as the shared trunk of the twin network."""
+"""Headless ImageNet classifiers (torchvision's, or any timm model by name) used as the shared
+trunk of the twin network."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision import models
 
+from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from siamese.errors import UserError, as_number
 
 
@@ -52,7 +55,7 @@ def build_classifier(name: str, weights: str | None = "DEFAULT", weights_path: s
         raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(TRUNKS)}")
     if weights_path is not None:
         model = models.get_model(name, weights=None)
-        load_state_dict_file(model, Path(weights_path), name)
+        load_state_dict_file(model, Path(weights_path), f"torchvision's {name}")
         return model
     if weights is None:
         return models.get_model(name, weights=None)
@@ -86,23 +89,38 @@ def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
     return ", ".join(details) or None
 
 
-def load_state_dict_file(model: nn.Module, path: Path, name: str) -> None:
-    """Load a state_dict file into ``model`` strictly, turning every way it can fail into a UserError."""
+def read_state_dict(path: Path, name: str) -> dict:
+    """A state_dict from a torch file (loaded with ``weights_only``) or a ``.safetensors`` file."""
     if not path.is_file():
         raise UserError(f"backbone.weights_path {path} does not exist; point it at a {name} state_dict file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign files raise many types
         raise UserError(
-            f"backbone.weights_path {path} is not a readable PyTorch state_dict ({type(exc).__name__}); "
-            "check the file"
+            f"backbone.weights_path {path} is not a readable PyTorch or safetensors state_dict "
+            f"({type(exc).__name__}); check the file"
         ) from exc
     if not isinstance(state, dict):
         raise UserError(f"backbone.weights_path {path} holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def load_state_dict_file(model: nn.Module, path: Path, name: str, ignored: Iterable[str] = ()) -> None:
+    """Load a state_dict file into ``model`` strictly, turning every way it can fail into a
+    UserError. Keys under the ``ignored`` prefixes (a classifier the trunk does not have) are dropped."""
+    state = read_state_dict(path, name)
+    prefixes = tuple(f"{prefix}." for prefix in ignored)
+    if prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
     mismatch = state_dict_mismatch(model, state)
     if mismatch:
         raise UserError(
-            f"backbone.weights_path {path} does not match torchvision's {name}: {mismatch}; "
+            f"backbone.weights_path {path} does not match {name}: {mismatch}; "
             "use weights saved from that model or pick the matching backbone"
         )
     model.load_state_dict(state, strict=True)
@@ -117,7 +135,13 @@ class Backbone(nn.Module):
     false (the default) the trainable BatchNorm layers stay in eval mode too: they still learn
     their scale and shift, but normalise with the pretrained statistics instead of those of
     a small batch (a few pairs), which fine-tuning with small batches needs.
+
+    ``mean`` and ``std`` are the input normalisation the weights expect (``data.mean``/``data.std``
+    follow them unless set).
     """
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     def __init__(
         self,
@@ -128,12 +152,18 @@ class Backbone(nn.Module):
         train_batchnorm: bool = False,
     ) -> None:
         super().__init__()
+        self.name = name
+        self._setup(self._build_trunk(name, weights, weights_path), trainable_fraction, train_batchnorm)
+
+    def _build_trunk(self, name: str, weights: str | None, weights_path: str | None) -> nn.Sequential:
+        classifier = build_classifier(name, weights, weights_path)  # checks the name first
+        return TRUNKS[name](classifier)
+
+    def _setup(self, trunk: nn.Sequential, trainable_fraction: float, train_batchnorm: bool) -> None:
         trainable_fraction = as_number(trainable_fraction, "backbone.trainable_fraction")
         if not 0.0 <= trainable_fraction <= 1.0:
             raise UserError(f"backbone.trainable_fraction must be between 0 and 1, got {trainable_fraction}")
-        self.name = name
-        classifier = build_classifier(name, weights, weights_path)  # checks the name first
-        self.trunk = TRUNKS[name](classifier)
+        self.trunk = trunk
         self.out_features = self._count_out_features()
         layers = parameter_layers(self.trunk)
         n_trainable = int(round(float(trainable_fraction) * len(layers)))
@@ -153,11 +183,13 @@ class Backbone(nn.Module):
         }
         self.train()
 
+    probe_size: int = 64  # the side of the image that counts the trunk's output channels
+
     @torch.no_grad()
     def _count_out_features(self) -> int:
         was_training = self.trunk.training
         self.trunk.eval()
-        channels = self.trunk(torch.zeros(1, 3, 64, 64)).shape[1]
+        channels = self.trunk(torch.zeros(1, 3, self.probe_size, self.probe_size)).shape[1]
         self.trunk.train(was_training)
         return int(channels)
 
@@ -178,3 +210,147 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(images)
+
+
+class TimmBackbone(Backbone):
+    """Any timm model by name (``timm.list_models()``), without its classifier, as a trunk.
+
+    Weights: ``weights_path`` (a local state_dict, torch or safetensors; the classifier's keys
+    are ignored) wins over ``pretrained`` (timm downloads them). ``trainable_fraction``,
+    ``train_batchnorm`` and the feature cache behave as for the torchvision trunks; the cache
+    can skip a frozen start only where the model's forward is a plain chain of blocks (CNNs
+    such as EfficientNet, ResNet, ConvNeXt), otherwise the trunk is one block. ``mean``, ``std``
+    and ``input_size`` come from the model's pretrained config. ``model_kwargs`` go to
+    ``timm.create_model`` (e.g. ``dynamic_img_size: true`` for a ViT at another image size).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        trainable_fraction: float = 0.1,
+        train_batchnorm: bool = False,
+        model_kwargs: dict | None = None,
+    ) -> None:
+        self._model_kwargs = dict(model_kwargs or {})
+        super().__init__(name, pretrained, weights_path, trainable_fraction, train_batchnorm)
+
+    def _build_trunk(self, name: str, pretrained: bool | None, weights_path: str | None) -> nn.Sequential:
+        model = build_timm_model(name, bool(pretrained), weights_path, self._model_kwargs)
+        config = model.pretrained_cfg
+        self.mean = tuple(float(v) for v in config.get("mean", IMAGENET_MEAN))
+        self.std = tuple(float(v) for v in config.get("std", IMAGENET_STD))
+        self.input_size = int(config.get("input_size", (3, 224, 224))[-1])
+        if config.get("fixed_input_size") or not _accepts_size(model, self.probe_size):
+            self.probe_size = self.input_size
+        return timm_trunk(model, self.probe_size)
+
+
+def _accepts_size(model: nn.Module, size: int) -> bool:
+    try:
+        with torch.no_grad():
+            model.eval().forward_features(torch.zeros(1, 3, size, size))
+        return True
+    except Exception:  # e.g. a ViT's fixed patch grid
+        return False
+
+
+def normalization(backbone_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input mean and std a backbone config's weights expect: a timm model's pretrained
+    config, ImageNet's for the torchvision trunks."""
+    if str(backbone_cfg.get("_target_", "")).endswith("TimmBackbone"):
+        return timm_normalization(str(backbone_cfg.name))
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def timm_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std of a timm model's pretrained config (ImageNet's when it has none)."""
+    import timm
+
+    if not timm.models.is_model(name):
+        raise UserError(unknown_timm_model(name))
+    config = timm.models.get_pretrained_cfg(name)
+    mean = getattr(config, "mean", None) or IMAGENET_MEAN
+    std = getattr(config, "std", None) or IMAGENET_STD
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def unknown_timm_model(name: str) -> str:
+    import timm
+
+    names = timm.list_models()
+    ratios = {other: difflib.SequenceMatcher(None, name, other).ratio() for other in names}
+    close = sorted((n for n, r in ratios.items() if r >= 0.6), key=lambda n: (-ratios[n], n))[:5]
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    return f"unknown timm model '{name}'{hint}; timm.list_models() lists all {len(names)}"
+
+
+def build_timm_model(name: str, pretrained: bool, weights_path: str | None, model_kwargs: dict) -> nn.Module:
+    """``timm.create_model(name)`` without classifier (``num_classes=0``), with weights from a
+    file, a timm download, or none."""
+    import timm
+
+    if not timm.models.is_model(name):
+        raise UserError(unknown_timm_model(name))
+    if weights_path is not None:
+        model = timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
+        classifier = model.pretrained_cfg.get("classifier") or ()  # a name, or several (distilled heads)
+        ignored = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        load_state_dict_file(model, Path(weights_path), f"timm's {name}", ignored)
+        return model
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=0, **model_kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0, **model_kwargs)
+    except (OSError, RuntimeError, ValueError) as exc:  # no network: hub and connection errors
+        raise UserError(
+            f"could not download the pretrained weights of {name} ({type(exc).__name__}); offline, pass "
+            "backbone.weights_path=<a local state_dict file> or backbone.pretrained=false"
+        ) from exc
+
+
+# Child modules of timm models that come after the feature map (pooling, classifier).
+_TIMM_HEAD_NAMES = {"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "flatten", "attn_pool"}
+# Children that hold a model's stages, unrolled so that a frozen start can be cached block by block.
+_TIMM_STAGE_NAMES = {"blocks", "stages", "layers"}
+
+
+class _TimmFeatures(nn.Module):
+    """A whole timm model as one trunk block: ``forward_features``, and for a transformer's
+    tokens (N, L, C) its own pooling, as an (N, C, 1, 1) map."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(images)
+        if features.ndim == 4:
+            return features
+        return self.model.forward_head(features, pre_logits=True)[:, :, None, None]
+
+
+def timm_trunk(model: nn.Module, probe_size: int) -> nn.Sequential:
+    """The model's feature extractor as a chain of blocks when its children in order compute
+    exactly ``forward_features`` (checked on a random image), else the whole model as one block."""
+    blocks: list[nn.Module] = []
+    for child_name, child in model.named_children():
+        if child_name in _TIMM_HEAD_NAMES:
+            break
+        if child_name in _TIMM_STAGE_NAMES and isinstance(child, nn.Sequential):
+            blocks.extend(child)
+        else:
+            blocks.append(child)
+    chain = nn.Sequential(*blocks)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        probe = torch.rand(2, 3, probe_size, probe_size, generator=torch.Generator().manual_seed(0))
+        try:
+            expected = model.forward_features(probe)
+            same = expected.ndim == 4 and torch.allclose(chain(probe), expected, atol=1e-5)
+        except Exception:  # children that do not chain (shapes, extra inputs)
+            same = False
+    model.train(was_training)
+    return chain if same else nn.Sequential(_TimmFeatures(model))

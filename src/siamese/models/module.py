@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from siamese.data.datamodule import PairDataModule
+from siamese.data.batches import ImageBatch, PairBatch
 from siamese.errors import UserError, as_number
+from siamese.feature_cache import CACHEABLE_AUGMENTATIONS, FeatureCache, FeatureRowSource
 from siamese.metrics import (
     FAR_LEVELS, Collector, best_threshold, retrieval_metrics, threshold_at_far, verification_metrics,
 )
 from siamese.models.network import SiameseNetwork, average_with_mirror
 
 PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
-CACHEABLE_AUGMENTATIONS = ("none", "flip")  # data.augmentation values the frozen-feature cache can hold
+
+
+class PairScores(NamedTuple):
+    """The scored pairs of a split's last evaluation, in pair order."""
+
+    distance: torch.Tensor
+    same: torch.Tensor
+
+
+class ImageEmbeddings(NamedTuple):
+    """The embedded test images of the last test run (retrieval), in dataloader order."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+
+
+def evaluated_pairs(pl_module: pl.LightningModule, split: str) -> PairScores | None:
+    """The pairs ``pl_module`` scored in its last ``split`` evaluation; None for other modules."""
+    return pl_module.evaluated_pairs(split) if isinstance(pl_module, SiameseModule) else None
+
+
+def evaluated_images(pl_module: pl.LightningModule) -> ImageEmbeddings | None:
+    """The test images ``pl_module`` embedded in its last test run; None for other modules."""
+    return pl_module.evaluated_images() if isinstance(pl_module, SiameseModule) else None
 
 
 def in_order(position: torch.Tensor) -> torch.Tensor:
@@ -30,7 +53,7 @@ def in_order(position: torch.Tensor) -> torch.Tensor:
 
 
 class SiameseModule(pl.LightningModule):
-    """Trains ``network`` with ``loss`` on batches ``(images_a, images_b, same, position, class_a, class_b)``.
+    """Trains ``network`` with ``loss`` on ``PairBatch`` batches (``siamese.data.batches``).
 
     A pair is predicted "same" when its distance is below the threshold. With
     ``threshold=None`` it is calibrated after every validation epoch, as the distance that
@@ -48,16 +71,17 @@ class SiameseModule(pl.LightningModule):
     Validation logs ``val_loss``, ``val_acc``, ``val_precision``, ``val_recall``, ``val_f1``,
     ``val_acc@0.5``, ``val_auroc`` and ``val_threshold``; testing logs the same for ``test_``
     plus ``test_eer``, ``test_tar@far0.01``, ``test_tar@far0.001`` and, when the test
-    dataloaders include single images ``(image, label, position)``, ``test_recall@{1,2,4,8}``
-    and ``test_map@r``.
+    dataloaders include single images (``ImageBatch``), ``test_recall@{1,2,4,8}`` and
+    ``test_map@r``. What the last evaluation scored is available to callbacks through
+    ``evaluated_pairs(split)`` and ``evaluated_images()``.
 
     Speed options (the results stay the same): ``channels_last`` stores the network and its
     inputs in NHWC order, which convolutions on recent CPUs and GPUs run faster; ``compile`` runs
     the embedding through ``torch.compile``; ``cache_frozen_features`` computes the frozen blocks
     at the start of the backbone once per image (at the start of fit, validate and test) and
-    trains only the rest. The last needs images that are the same every epoch
-    (``data.augmentation=none``) or one of two (``flip``: both orientations are cached, and each
-    training image takes the one the uncached path would have drawn).
+    trains only the rest (``siamese.feature_cache``). The last needs images that are the same every
+    epoch (``data.augmentation=none``) or one of two (``flip``: both orientations are cached, and
+    each training image takes the one the uncached path would have drawn).
 
     Validation and test metrics are computed once per epoch over every pair of the split, in
     pair order (``position``): under DDP the scores of all processes are gathered, put back in
@@ -73,7 +97,7 @@ class SiameseModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         threshold: float | None = None,
         backbone_lr: float | None = None,
-        channels_last: bool = False,
+        channels_last: bool = True,
         compile: bool = False,
         cache_frozen_features: bool = False,
         miner: nn.Module | None = None,
@@ -102,10 +126,8 @@ class SiameseModule(pl.LightningModule):
             {split: Collector(["distance", "same", "position"]) for split in ("val", "test")}
         )
         self.test_embeddings = Collector(["embedding", "label", "position"])
-        # (distance, same) of the last evaluated epoch per split, in dataloader order
-        self.scores: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        # (embeddings, labels) of the test images of the last test run, in dataloader order
-        self.test_image_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._scores: dict[str, PairScores] = {}
+        self._test_images: ImageEmbeddings | None = None
         # The Hydra config of the run, saved into checkpoints so that they can be evaluated alone.
         self.run_config: dict[str, Any] | None = None
         self.channels_last = channels_last
@@ -114,8 +136,7 @@ class SiameseModule(pl.LightningModule):
         self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
         self.embed_images, self.embed_front_features = network.embed, network.embed_front_features
         self.cache_frozen_features = cache_frozen_features
-        # backbone.front() of every catalog image by catalog index, then mirrored ones (cache_frozen_features)
-        self.front_features: torch.Tensor | None = None
+        self.feature_cache = FeatureCache()
         self.last_validation_step: int | None = None  # global step of the last validation epoch of a fit
 
     def setup(self, stage: str) -> None:
@@ -124,18 +145,19 @@ class SiameseModule(pl.LightningModule):
             self.embed_front_features = torch.compile(self.network.embed_front_features)
         if self.cache_frozen_features:
             self._check_feature_cache()
-            self.trainer.datamodule.yield_indices = True
+            self.trainer.datamodule.yield_feature_rows(True)
 
     def _check_feature_cache(self) -> None:
         datamodule = self.trainer.datamodule
-        if not isinstance(datamodule, PairDataModule):
+        if not isinstance(datamodule, FeatureRowSource):
             raise UserError(
                 "model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder)"
             )
-        if datamodule.augmentation not in CACHEABLE_AUGMENTATIONS:
+        augmentation = datamodule.augmentation
+        if augmentation not in CACHEABLE_AUGMENTATIONS:
             raise UserError(
                 f"model.cache_frozen_features=true computes each image's features once, but "
-                f"data.augmentation={datamodule.augmentation} changes the images every epoch; set "
+                f"data.augmentation={augmentation} changes the images every epoch; set "
                 "data.augmentation=none or flip, or model.cache_frozen_features=false"
             )
         if self.network.backbone.frozen_blocks == 0:
@@ -153,32 +175,13 @@ class SiameseModule(pl.LightningModule):
     def on_test_start(self) -> None:
         self._compute_front_features()
 
-    @torch.no_grad()
     def _compute_front_features(self) -> None:
         """Run every image the splits use through the frozen front of the backbone, once."""
-        if not self.cache_frozen_features or self.front_features is not None:
+        if not self.cache_frozen_features or self.feature_cache.built:
             return
-        datamodule = self.trainer.datamodule
-        used = datamodule.used_indices()
-        front = self.network.backbone.front()
-        was_training = front.training
-        front.eval()  # frozen blocks: nothing in them may depend on the mode (e.g. stochastic depth)
-        bank = None
-        loader = datamodule.image_dataloader(used, yield_indices=False)
-        progress = tqdm(loader, desc="caching frozen features", unit="batch", leave=False, disable=None)
-        catalog_size = len(datamodule.catalog)
-        # row i + catalog_size: image i mirrored (for flip augmentation and for test-time flips)
-        views = 2 if datamodule.augmentation == "flip" or self.test_time_flip else 1
-        for images, _, position in progress:
-            images = images.to(self.device)
-            rows = torch.as_tensor(used[position.numpy()], device=self.device)
-            for view in range(views):
-                features = front(self._to_model_format(images if view == 0 else images.flip(-1)))
-                if bank is None:
-                    bank = features.new_zeros((views * catalog_size, *features.shape[1:]))
-                bank[rows + view * catalog_size] = features
-        front.train(was_training)
-        self.front_features = bank
+        images = self.trainer.datamodule.feature_images()
+        mirrored = images.augmentation == "flip" or self.test_time_flip
+        self.feature_cache.build(self.network.backbone.front(), images, self.device, self._to_model_format, mirrored)
 
     def _to_model_format(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
@@ -190,8 +193,7 @@ class SiameseModule(pl.LightningModule):
         if not self.test_time_flip or self.training:
             return self._embed_once(inputs)
         if self.cache_frozen_features:
-            rows = len(self.front_features)
-            mirrored = (inputs + rows // 2) % rows
+            mirrored = self.feature_cache.mirrored(inputs)
         else:
             mirrored = inputs.flip(-1)
         return average_with_mirror(
@@ -200,40 +202,48 @@ class SiameseModule(pl.LightningModule):
 
     def _embed_once(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.cache_frozen_features:
-            return self.embed_front_features(self.front_features[inputs])
+            return self.embed_front_features(self.feature_cache.features(inputs))
         return self.embed_images(self._to_model_format(inputs))
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         return self.network.halves_distance(self.embed(torch.cat([images_a, images_b])))
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        images_a, images_b, same, _, class_a, class_b = batch
-        embeddings = self.embed(torch.cat([images_a, images_b]))
+    def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
+        embeddings = self.embed(torch.cat([batch.images_a, batch.images_b]))
         if self.miner is None:
-            loss = self.loss(self.network.halves_distance(embeddings), same)
+            loss = self.loss(self.network.halves_distance(embeddings), batch.same)
         else:
-            loss = self.loss(*self.miner(embeddings, torch.cat([class_a, class_b]), self.network.distance))
+            classes = torch.cat([batch.class_a, batch.class_b])
+            loss = self.loss(*self.miner(embeddings, classes, self.network.distance))
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower the learning rate (model.optimizer.lr) — the checkpoints saved so far are kept"
             )
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(same), sync_dist=True)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.same),
+                 sync_dist=True)
         return loss
 
-    def _pair_step(self, split: str, batch: tuple[torch.Tensor, ...]) -> None:
-        images_a, images_b, same, position = batch[:4]
-        self.pair_scores[split].update(distance=self(images_a, images_b), same=same, position=position)
+    def _pair_step(self, split: str, batch: PairBatch) -> None:
+        distance = self(batch.images_a, batch.images_b)
+        self.pair_scores[split].update(distance=distance, same=batch.same, position=batch.position)
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         self._pair_step("val", batch)
 
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = PAIRS) -> None:
+    def test_step(self, batch: PairBatch | ImageBatch, batch_idx: int, dataloader_idx: int = PAIRS) -> None:
         if dataloader_idx == PAIRS:
             self._pair_step("test", batch)
         else:
-            images, labels, position = batch
-            self.test_embeddings.update(embedding=self.embed(images), label=labels, position=position)
+            self.test_embeddings.update(embedding=self.embed(batch.images), label=batch.labels, position=batch.position)
+
+    def evaluated_pairs(self, split: str) -> PairScores | None:
+        """The pairs the last validation ("val") or test ("test") scored, or None."""
+        return self._scores.get(split)
+
+    def evaluated_images(self) -> ImageEmbeddings | None:
+        """The test images the last test run embedded (with ``data.test_retrieval``), or None."""
+        return self._test_images
 
     def on_validation_epoch_end(self) -> None:
         trainer = self._trainer  # None outside a Trainer (the property would raise)
@@ -254,8 +264,8 @@ class SiameseModule(pl.LightningModule):
         self.test_embeddings.reset()
         if collected is not None:
             keep = in_order(collected["position"])
-            self.test_image_embeddings = (collected["embedding"][keep].cpu(), collected["label"][keep].cpu())
-            retrieval = retrieval_metrics(*self.test_image_embeddings)
+            self._test_images = ImageEmbeddings(collected["embedding"][keep].cpu(), collected["label"][keep].cpu())
+            retrieval = retrieval_metrics(*self._test_images)
             metrics.update(retrieval)
             self.log_dict(
                 {f"test_{name}": value for name, value in retrieval.items()}, add_dataloader_idx=False, sync_dist=True
@@ -270,7 +280,7 @@ class SiameseModule(pl.LightningModule):
         else:
             distance, same = torch.empty(0), torch.empty(0)
         collector.reset()
-        self.scores[split] = (distance, same)
+        self._scores[split] = PairScores(distance, same)
         return distance, same
 
     def _log_pair_metrics(self, split: str, distance: torch.Tensor, same: torch.Tensor, **kwargs: Any) -> dict:

@@ -32,7 +32,9 @@ class SiameseNetwork(nn.Module):
     """Backbone -> global average pooling -> Linear(embedding_dim) -> optional L2 normalisation.
 
     Both images of a pair go through the same modules (shared weights); ``forward`` returns
-    their distance, ``embed`` the embeddings.
+    their distance, ``embed`` the embeddings. ``forward`` is the network's own API, for using it
+    without the LightningModule (which embeds through its feature cache and test-time flip, and
+    so calls ``embed`` and ``halves_distance`` itself).
     """
 
     def __init__(self, backbone: Backbone, embedding_dim: int = 64, normalize_embedding: bool = True) -> None:
