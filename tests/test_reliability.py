@@ -185,8 +185,11 @@ def run_with_tests_on_path(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("SIGINT", 1)])
-@pytest.mark.parametrize("batch", [0, 1])  # 1: the epoch's last batch
+@pytest.mark.parametrize("signal_name, code, batch", [  # batch 1: the epoch's last batch
+    ("SIGTERM", 143, 0), ("SIGINT", 1, 1),
+    # the other two combinations add little and a minute: pytest -m slow
+    pytest.param("SIGTERM", 143, 1, marks=pytest.mark.slow), pytest.param("SIGINT", 1, 0, marks=pytest.mark.slow),
+])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code, batch, tiny_flowers, tmp_path):
     killer = ["+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=1", f"+callbacks.stop.batch={batch}",
               f"+callbacks.stop.signal_name={signal_name}"]
