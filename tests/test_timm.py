@@ -3,7 +3,6 @@
 import csv
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -239,8 +239,7 @@ class TimmBackbone(Backbone):
     def _build_trunk(self, name: str, pretrained: bool | None, weights_path: str | None) -> nn.Sequential:
         model = build_timm_model(name, bool(pretrained), weights_path, self._model_kwargs)
         config = model.pretrained_cfg
-        self.mean = tuple(float(v) for v in config.get("mean", IMAGENET_MEAN))
-        self.std = tuple(float(v) for v in config.get("std", IMAGENET_STD))
+        self.mean, self.std = timm_normalization(name)  # what data.mean/std follow (fill_normalization)
         self.input_size = int(config.get("input_size", (3, 224, 224))[-1])
         if config.get("fixed_input_size") or not _accepts_size(model, self.probe_size):
             self.probe_size = self.input_size
