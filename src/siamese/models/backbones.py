@@ -92,7 +92,7 @@ def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
 def read_state_dict(path: Path, name: str) -> dict:
     """A state_dict from a torch file (loaded with ``weights_only``) or a ``.safetensors`` file."""
     if not path.is_file():
-        raise UserError(f"backbone.weights_path {path} does not exist; point it at a {name} state_dict file")
+        raise UserError(f"backbone.weights_path {path} does not exist; point it at a state_dict file of {name}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
