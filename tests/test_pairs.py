@@ -72,3 +72,25 @@ def test_single_image_classes_warn_and_two_classes_are_needed():
     assert len(sampler) == 4
     with pytest.raises(UserError, match="pairs need at least 2 such classes"):
         PairSampler(np.arange(3), np.array([0, 0, 0]))
+
+
+def test_m_per_class_batches_hold_runs_of_one_class_and_the_same_pairs():
+    plain = PairSampler(INDICES, LABELS, pairs_per_class=3, seed=5).pairs()
+    grouped = PairSampler(INDICES, LABELS, pairs_per_class=3, seed=5, m_per_class=4).pairs()
+    assert sorted(grouped) == sorted(plain)  # the same pairs, only in another order
+    # runs of 2 positives of one class (k=3: runs of 2 and 1), each followed by as many negatives
+    position, runs = 0, []
+    while position < len(grouped):
+        run = [p for p in grouped[position : position + 2] if p[2] == 1]
+        assert len({LABEL_OF[a] for a, b, _ in run} | {LABEL_OF[b] for a, b, _ in run}) == 1
+        negatives = grouped[position + len(run) : position + 2 * len(run)]
+        assert len(run) >= 1 and [same for _, _, same in negatives] == [0] * len(run)
+        runs.append((LABEL_OF[run[0][0]], len(run)))
+        position += 2 * len(run)
+    assert sorted(runs) == sorted([(c, 2) for c in range(4)] + [(c, 1) for c in range(4)])
+
+
+@pytest.mark.parametrize("m", [3, 0, 8])
+def test_m_per_class_must_be_even_and_within_the_positives(m):
+    with pytest.raises(UserError, match=r"data.m_per_class must be null or an even number from 2 to 6"):
+        PairSampler(INDICES, LABELS, pairs_per_class=3, seed=5, m_per_class=m)

@@ -97,6 +97,8 @@ class PairDataModule(pl.LightningDataModule):
     ``split_fractions``) or ``unseen_classes`` (the classes divided by
     ``class_split_fractions``, so test classes are never seen in training). With
     ``test_retrieval``, testing also embeds every test image once, for retrieval metrics.
+    ``m_per_class`` orders the training pairs so that a batch holds about that many images of
+    each class it shows (``PairSampler``); ``None``: random batches.
 
     ``cache``: ``none`` decodes and resizes every image each time it is used; ``memory`` does it
     once into shared memory; ``disk`` once into a file in ``cache_dir`` (default
@@ -122,6 +124,7 @@ class PairDataModule(pl.LightningDataModule):
         train_pairs_per_class: int | None = None,
         val_pairs_per_class: int | None = None,
         test_pairs_per_class: int | None = None,
+        m_per_class: int | None = None,
         test_retrieval: bool = True,
         on_bad_image: str = "error",
         cache: str = "memory",
@@ -164,6 +167,7 @@ class PairDataModule(pl.LightningDataModule):
             value = None if value is None else as_number(value, key, int)
             check(value is None or value >= 1, f"{key} must be null (the tutorial's rule) or at least 1, got {value}")
             pairs_per_class[name] = value
+        m_per_class = None if m_per_class is None else as_number(m_per_class, "data.m_per_class", int)
         self.root = root
         self.download = download
         self.dataset = dataset
@@ -183,6 +187,7 @@ class PairDataModule(pl.LightningDataModule):
             "eval": augment_transform("none", mean, std),
         }
         self.pairs_per_class = pairs_per_class
+        self.m_per_class = m_per_class
         self.on_bad_image = on_bad_image
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir else Path(root) / ".cache"
@@ -221,6 +226,7 @@ class PairDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 stream=name,
                 resample=name == "train",
+                m_per_class=self.m_per_class if name == "train" else None,
             )
             for name, indices in splits.items()
         }

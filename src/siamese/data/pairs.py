@@ -36,6 +36,12 @@ class PairSampler(Sampler[Pair]):
     and the epoch: ``resample=True`` draws new ones each epoch (training; Lightning calls
     ``set_epoch``), ``resample=False`` keeps epoch 0's forever (validation and test).
 
+    ``m_per_class`` (training): instead of one shuffle of all pairs, the positive pairs of a class
+    come ``m_per_class // 2`` at a time, each such run followed by as many negatives, so a batch
+    of ``B`` pairs holds about ``m_per_class`` images of each of ``B / m_per_class`` classes
+    (pytorch-metric-learning's ``MPerClassSampler``, for pairs): more same-class images for an
+    in-batch miner. ``None``: every batch is a random draw of the epoch's pairs.
+
     Iterating yields a ``PairKey`` ``(index_a, index_b, same, seed, position)``: the seed of that
     sample's augmentation, so that what an epoch sees does not depend on workers, on other uses
     of the global random state, or on whether the run was resumed; and the pair's position in
@@ -50,6 +56,7 @@ class PairSampler(Sampler[Pair]):
         seed: int = 0,
         stream: str = "train",
         resample: bool = True,
+        m_per_class: int | None = None,
     ) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -82,6 +89,12 @@ class PairSampler(Sampler[Pair]):
                 f"{len(too_small)} class(es) of the {stream} split can give (class {c}: {possible[c]} distinct "
                 "pairs); lower it, or set it to null for the tutorial's rule"
             )
+        if m_per_class is not None and (m_per_class < 2 or m_per_class % 2 or m_per_class // 2 > self.pairs_per_class):
+            raise UserError(
+                f"data.m_per_class must be null or an even number from 2 to {2 * self.pairs_per_class} "
+                f"(twice the {stream} positives per class), got {m_per_class}"
+            )
+        self.m_per_class = m_per_class
         self.seed = int(seed)
         self.stream = stream
         self.resample = resample
@@ -115,10 +128,15 @@ class PairSampler(Sampler[Pair]):
         classes = list(self._members)
         k = self.pairs_per_class
         pairs: list[Pair] = []
+        runs: list[list[Pair]] = []  # m_per_class: each class's positives, m_per_class // 2 at a time
         for c in self.pair_classes:
             members = self._members[int(c)]
             first, second = _distinct_pairs(len(members), k, rng)
-            pairs += [(int(members[i]), int(members[j]), 1) for i, j in zip(first, second)]
+            positives = [(int(members[i]), int(members[j]), 1) for i, j in zip(first, second)]
+            pairs += positives
+            if self.m_per_class:
+                half = self.m_per_class // 2
+                runs += [positives[start : start + half] for start in range(0, k, half)]
 
             others = [o for o in classes if o != c]
             anchors = rng.choice(members, size=k)
@@ -126,7 +144,14 @@ class PairSampler(Sampler[Pair]):
             for anchor, other in zip(anchors, other_classes):
                 pairs.append((int(anchor), int(rng.choice(self._members[int(other)])), 0))
         order = rng.permutation(len(pairs))
-        return [pairs[i] for i in order]
+        if not self.m_per_class:
+            return [pairs[i] for i in order]
+        negatives = [pairs[i] for i in order if not pairs[i][2]]
+        ordered: list[Pair] = []
+        for run in (runs[i] for i in rng.permutation(len(runs))):
+            start = len(ordered) // 2  # negatives handed out so far
+            ordered += run + negatives[start : start + len(run)]
+        return ordered
 
 
 def _distinct_pairs(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
