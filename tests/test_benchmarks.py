@@ -12,3 +12,21 @@ def test_training_loop_benchmark_prints_its_table():
     row = re.search(r"^\| mobilenet_v2 \| 32 \| 4 \| 32-true \| true \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", result.stdout, re.M)
     assert row, result.stdout
     assert all(float(value) > 0 for value in row.groups())
+
+
+def test_the_trials_table_ranks_a_search_by_validation_and_shows_what_each_trial_tried(tmp_path):
+    import json
+
+    import yaml
+
+    for number, (margin, val, test) in enumerate([(1.5, 0.80, 0.70), (1.0, 0.90, 0.60)]):
+        job = tmp_path / f"2026-11-29_10-00-0{number}_{number}_margin={margin}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"margin={margin}", "seed=1"]))
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": {"margin": "interval(1.0, 2.0)"}}}}))
+        (job / "metrics.json").write_text(json.dumps({"val_auroc": val, "test_auroc": test, "test_acc": 0.5, "best_epoch": 2}))
+    result = run_script("benchmarks/trials.py", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if re.match(r"^\| \d", line)]
+    assert rows == ["| 1 | 0.9000 | 0.6000 | 0.5000 | 2 | 1 |", "| 0 | 0.8000 | 0.7000 | 0.5000 | 2 | 1.500 |"]
+    assert "| trial | val ROC-AUC | test ROC-AUC | test acc | best epoch | margin |" in result.stdout

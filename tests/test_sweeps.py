@@ -128,3 +128,20 @@ def test_the_optuna_direction_follows_the_optimized_metric(metric, direction, tm
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["hparams_search=optuna", f"optimized_metric={metric}"], return_hydra_config=True)
     assert cfg.hydra.sweeper.direction == direction
+
+
+def test_the_lite0_search_narrows_the_optuna_search_and_keeps_its_study_settings():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=lite0_batch_pairs", "hparams_search=lite0_batch_pairs",
+                                          "search_name=s"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.params["margin"] == "interval(1.0, 2.0)"
+    assert sweeper.params["batch_size"] == "choice(32, 64)"
+    assert set(sweeper.params) == {"margin", "model.optimizer.lr", "model.backbone_lr", "model.network.embedding_dim",
+                                   "backbone.trainable_fraction", "batch_size"}
+    assert sweeper.direction == "maximize" and sweeper.storage == "sqlite:///outputs/s.optuna.db"
+    assert cfg.backbone.name == "tf_efficientnet_lite0" and cfg.optimized_metric == "val_auroc"
