@@ -180,3 +180,25 @@ def test_a_miner_trains_on_every_pair_of_the_batch(tiny_flowers, tmp_path):
         by_hand = distance[positive].pow(2).mean() / 2 + (cfg.margin - distance[hard]).pow(2).mean() / 2
         assert mined.item() == pytest.approx(by_hand.item(), rel=1e-4)
         assert mined.item() != pytest.approx(module.loss(module(images_a, images_b), batch.same).item(), rel=1e-3)
+
+
+def test_warmup_raises_every_learning_rate_linearly_then_hands_over(tiny_flowers, tmp_path):
+    cfg = compose_train([*tiny_overrides(tiny_flowers), "model.warmup_steps=4", "model.backbone_lr=1e-4",
+                         "backbone.trainable_fraction=0.5", "+model.scheduler={_target_:torch.optim.lr_scheduler.StepLR,"
+                         "_partial_:true,step_size:1,gamma:0.5}"], tmp_path)
+    used = []
+
+    class RecordLearningRates(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # the rates this step uses
+            used.append([group["lr"] for group in optimizer.param_groups])
+
+    data = instantiate(cfg.data)
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[RecordLearningRates()], limit_val_batches=0)
+    trainer.fit(instantiate(cfg.model), datamodule=data)
+    assert len(used) == 8  # 8 training pairs a epoch, batches of 4
+    head, backbone = 1e-3, 1e-4
+    # steps 0-3 warm up (1/4 to 4/4 of each rate); then the scheduler, which halves the rates after every
+    # epoch, goes on from the full rates: halved after epoch 1 (steps 4-5), again after epoch 2 (steps 6-7)
+    expected = [[head * f, backbone * f] for f in (0.25, 0.5, 0.75, 1.0, 0.5, 0.5, 0.25, 0.25)]
+    assert used == [[pytest.approx(h), pytest.approx(b)] for h, b in expected]

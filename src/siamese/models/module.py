@@ -66,7 +66,9 @@ class SiameseModule(pl.LightningModule):
     trainable backbone layers; the head uses the optimizer's own. ``miner`` (e.g.
     ``BatchPairs``), when given, chooses and weights the training pairs among all the images of
     a batch, by their classes; without one the loss sees the sampled pairs. Validation and test
-    always score the sampled pairs.
+    always score the sampled pairs. ``warmup_steps`` raises every learning rate linearly from
+    ``1/warmup_steps`` of its value to its value over the first optimizer steps; the scheduler
+    takes over from there.
 
     Validation logs ``val_loss``, ``val_acc``, ``val_precision``, ``val_recall``, ``val_f1``,
     ``val_acc@0.5``, ``val_auroc`` and ``val_threshold``; testing logs the same for ``test_``
@@ -103,8 +105,12 @@ class SiameseModule(pl.LightningModule):
         miner: nn.Module | None = None,
         threshold_far: float | None = None,
         test_time_flip: bool = False,
+        warmup_steps: int = 0,
     ) -> None:
         super().__init__()
+        warmup_steps = as_number(warmup_steps, "model.warmup_steps", int)
+        if warmup_steps < 0:
+            raise UserError(f"model.warmup_steps must be 0 (no warm-up) or more, got {warmup_steps}")
         if threshold_far is not None:
             threshold_far = as_number(threshold_far, "model.threshold_far")
             if not 0.0 < threshold_far < 1.0:
@@ -121,6 +127,7 @@ class SiameseModule(pl.LightningModule):
         self.calibrate_threshold = threshold is None
         self.threshold_far = threshold_far
         self.test_time_flip = bool(test_time_flip)
+        self.warmup_steps = warmup_steps
         self.register_buffer("threshold", torch.tensor(0.5 if threshold is None else float(threshold)))
         self.pair_scores = nn.ModuleDict(
             {split: Collector(["distance", "same", "position"]) for split in ("val", "test")}
@@ -300,6 +307,13 @@ class SiameseModule(pl.LightningModule):
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        step = self.trainer.global_step
+        if step < self.warmup_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = group["warmup_lr"] * (step + 1) / self.warmup_steps
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
     def configure_optimizers(self) -> Any:
         backbone = [p for p in self.network.backbone.parameters() if p.requires_grad]
         backbone_ids = {id(p) for p in backbone}
@@ -309,6 +323,8 @@ class SiameseModule(pl.LightningModule):
         else:
             groups = [{"params": rest}, {"params": backbone, "lr": float(self.backbone_lr)}]
         optimizer = self.optimizer_factory(params=[g for g in groups if g["params"]])
+        for group in optimizer.param_groups:  # what warm-up rises to
+            group["warmup_lr"] = group["lr"]
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
