@@ -24,7 +24,7 @@ def main() -> None:
     rows = []
     for job in sorted(jobs, key=lambda j: -(j.get("val_auroc") or 0.0)):
         row = {"trial": job["job"].split("_")[2] if job["job"].count("_") >= 2 else job["job"]}
-        row.update({name: _short(job.get(key), digits=4) for key, name in SHOWN.items()})
+        row.update({name: job.get(key) for key, name in SHOWN.items()})  # markdown_table: floats to 4 decimals
         row.update({key.split(".")[-1]: _short(job["_overrides"].get(key)) for key in swept})
         rows.append(row)
     columns = ["trial", *SHOWN.values(), *(key.split(".")[-1] for key in swept)]
@@ -39,16 +39,17 @@ def _searched(search_dir: Path) -> list[str]:
     return list(yaml.safe_load(trial.read_text())["hydra"]["sweeper"]["params"])
 
 
-def _short(value, digits: int = 3):
+def _short(value: str | None) -> str | None:
+    """An overridden value as the command line gave it, shortened: 1.41702 -> 1.417, 1.0003e-05 -> 1e-05."""
     if value is None:
-        return "—"
+        return None
     try:
         number = float(value)
     except ValueError:
         return value
     if number.is_integer():
         return str(int(number))
-    return f"{number:.3g}" if abs(number) < 0.01 else f"{number:.{digits}f}"
+    return f"{number:.3g}" if abs(number) < 0.01 else f"{number:.3f}"
 
 
 if __name__ == "__main__":
