@@ -15,7 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from siamese.cli import markdown_table, register_resolvers  # noqa: E402
+from siamese.config import register_resolvers  # noqa: E402
+from siamese.tables import markdown_table  # noqa: E402
 
 register_resolvers()
 

@@ -57,9 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache_dir:
         for cache in args.caches:
             for workers in args.workers:
-                data = PairDataModule(root=args.root, download=False, image_size=args.image_size,
-                                      batch_size=args.batch_size, cache=cache, cache_dir=cache_dir,
-                                      num_workers=workers)
+                data = instantiate(cfg.data, root=args.root, download=False, image_size=args.image_size,
+                                   batch_size=args.batch_size, cache=cache, cache_dir=cache_dir, num_workers=workers)
                 with Stopwatch() as setup:
                     data.setup()
                 rate = loader_images_per_second(data, args.batches)

@@ -35,7 +35,7 @@ if [ "$recipe" = lite0 ]; then
   run validate_every_quarter_epoch trainer.val_check_interval=0.25
   run warmup_40_steps model.warmup_steps=40
 else
-  run test_time_flip model.test_time_flip=true
+  run test_time_flip model.network.test_time_flip=true
   run more_blocks backbone.trainable_fraction=0.4 model.backbone_lr=3e-5
   run embedding_128 model.network.embedding_dim=128
   run batch_64 batch_size=64

@@ -106,7 +106,7 @@ def main() -> None:
     else:
         backbone = [f"backbone={args.backbone}", "backbone.weights=null"]
     cfg = compose([*backbone, f"image_size={args.image_size}", f"batch_size={args.batch_size}",
-                   f"model.channels_last={args.channels_last}"])
+                   f"model.network.channels_last={args.channels_last}"])
     torch.manual_seed(0)
     template = instantiate(cfg.model)
     batches = make_batches(args.steps, args.batch_size, args.image_size)

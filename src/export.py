@@ -7,7 +7,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from siamese.cli import register_resolvers, report_user_errors
+from siamese.config import register_resolvers
+from siamese.entry import report_user_errors
 
 register_resolvers()
 
@@ -15,16 +16,18 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from siamese.inference.embedder import Embedder
+    from siamese.checkpoints import load_for_use
+    from siamese.entry import stop_on_signals
     from siamese.inference.export import export
 
-    embedder = Embedder(cfg.ckpt_path, threshold=cfg.threshold)
-    formats = OmegaConf.to_container(cfg.formats) if OmegaConf.is_list(cfg.formats) else [cfg.formats]
-    written = export(embedder, Path(cfg.out), formats)
+    with stop_on_signals():
+        model = load_for_use(cfg.ckpt_path, threshold=cfg.threshold)
+        formats = OmegaConf.to_container(cfg.formats) if OmegaConf.is_list(cfg.formats) else [cfg.formats]
+        written = export(model, Path(cfg.out), formats)
     for kind, path in written.items():
         print(f"{kind:<12} {path}")
-    print(f"input {embedder.image_size}x{embedder.image_size}, threshold {embedder.threshold:.4f} "
-          f"({embedder.threshold_rule})")
+    size = model.embedder.preprocessing.image_size
+    print(f"input {size}x{size}, threshold {model.verdict.threshold:.4f} ({model.verdict.rule})")
 
 
 if __name__ == "__main__":

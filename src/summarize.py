@@ -10,9 +10,11 @@ from pathlib import Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a folder written by python src/train.py -m ...")
-    parser.add_argument("--metric", default="val_auroc", help="the metric to rank by (default: val_auroc)")
-    args = parser.parse_args()
+    from siamese.config import RANKING_METRIC
     from siamese.sweeps import summarize
+
+    parser.add_argument("--metric", default=RANKING_METRIC, help=f"the metric to rank by (default: {RANKING_METRIC})")
+    args = parser.parse_args()
 
     try:
         rows = summarize(args.sweep_dir, args.metric)

@@ -10,7 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from siamese.cli import register_resolvers, report_user_errors
+from siamese.config import register_resolvers
+from siamese.entry import report_user_errors
 
 register_resolvers()
 
@@ -18,7 +19,9 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
-    from siamese.distributed import separate_ddp_jobs  # imported here so that --help answers fast
+    from siamese.distributed import (
+        separate_ddp_jobs,  # imported here so that --help answers fast
+    )
     from siamese.training import resume_config, train
 
     hydra_cfg = HydraConfig.get()

@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from PIL import Image
 
-from siamese.cli import register_resolvers
+from siamese.config import register_resolvers
 
 register_resolvers()  # as the entry scripts do
 
@@ -23,10 +23,13 @@ CONF = ROOT / "conf"
 SHARED = ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_quant.pth"
+# The normalisation the configs resolve for the torchvision trunks, for tests that build a data module
+# by hand to check its splits and pairs (the configs always pass the trunk's own).
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 needs_shared = pytest.mark.skipif(
     not ((SHARED_DATA / "flowers-102" / "setid.mat").exists() and SHARED_WEIGHTS.exists()),
-    reason=f"real Flowers102 and MobileNetV2 weights not found in {SHARED} (see DEVELOPERS.md)",
+    reason=f"real Flowers102 and MobileNetV2 weights not found in {SHARED} (see ../shared/README.md)",
 )
 
 # The tiny dataset: TINY_CLASSES classes (1-based labels as in imagelabels.mat) of

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import write_image_folder
+from conftest import IMAGENET, write_image_folder
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_image_folder
 from siamese.errors import UserError
@@ -24,7 +24,7 @@ def test_image_folder_catalog(folder):
 
 
 def test_unseen_classes_split_is_class_disjoint(folder):
-    data = PairDataModule(root=str(folder), dataset="imagefolder", split="unseen_classes", seed=3)
+    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="unseen_classes", seed=3)
     data.setup()
     classes = {name: set(data.catalog.labels[idx].tolist()) for name, idx in data.splits.items()}
     assert [len(classes[s]) for s in ("train", "val", "test")] == [6, 2, 2]
@@ -36,7 +36,7 @@ def test_unseen_classes_split_is_class_disjoint(folder):
 
 def test_unseen_classes_split_follows_the_seed(folder):
     def test_classes(seed):
-        data = PairDataModule(root=str(folder), dataset="imagefolder", split="unseen_classes", seed=seed)
+        data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="unseen_classes", seed=seed)
         data.setup()
         return sorted(set(data.catalog.labels[data.splits["test"]].tolist()))
 
@@ -44,7 +44,7 @@ def test_unseen_classes_split_follows_the_seed(folder):
 
 
 def test_unseen_classes_needs_two_classes_per_split(folder):
-    data = PairDataModule(root=str(folder), dataset="imagefolder", split="unseen_classes",
+    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="unseen_classes",
                           class_split_fractions=(0.8, 0.1, 0.1))
     with pytest.raises(UserError, match="give the val split 1 of 10 classes"):
         data.setup()
@@ -52,7 +52,7 @@ def test_unseen_classes_needs_two_classes_per_split(folder):
 
 def test_a_three_class_folder_is_told_unseen_classes_cannot_work(tmp_path):
     root = write_image_folder(tmp_path / "images", {"a": 4, "b": 4, "c": 4})
-    data = PairDataModule(root=str(root), dataset="imagefolder", split="unseen_classes")
+    data = PairDataModule(**IMAGENET, root=str(root), dataset="imagefolder", split="unseen_classes")
     with pytest.raises(UserError, match="needs at least 6 classes .2 per split. and there are 3: add classes, or use "
                                         "data.split=stratified"):
         data.setup()
@@ -60,12 +60,12 @@ def test_a_three_class_folder_is_told_unseen_classes_cannot_work(tmp_path):
 
 def test_the_proposed_fractions_work(tmp_path):
     root = write_image_folder(tmp_path / "images", {"a": 6, "b": 6, "c": 7})
-    data = PairDataModule(root=str(root), dataset="imagefolder", split="stratified")  # 0.7/0.1/0.2 by default
+    data = PairDataModule(**IMAGENET, root=str(root), dataset="imagefolder", split="stratified")  # 0.7/0.1/0.2 by default
     with pytest.raises(UserError) as refused:
         data.setup()
     proposed = str(refused.value).split("try data.split_fractions=")[1]
     assert proposed == "[0.32,0.34,0.34]"
-    fixed = PairDataModule(root=str(root), dataset="imagefolder", split="stratified",
+    fixed = PairDataModule(**IMAGENET, root=str(root), dataset="imagefolder", split="stratified",
                            split_fractions=[0.32, 0.34, 0.34])
     fixed.setup()
     for name in ("train", "val", "test"):
@@ -73,7 +73,7 @@ def test_the_proposed_fractions_work(tmp_path):
 
 
 def test_image_folder_without_official_split_says_what_to_use(folder):
-    data = PairDataModule(root=str(folder), dataset="imagefolder", split="official")
+    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="official")
     with pytest.raises(UserError, match="no official split; set data.split=stratified or unseen_classes"):
         data.setup()
 
@@ -82,7 +82,7 @@ def test_small_and_empty_classes(tmp_path):
     root = write_image_folder(tmp_path / "images", {"a": 3, "b": 3, "single": 1, "empty": 0})
     catalog = load_image_folder(root)
     assert "empty" in catalog.class_names and np.bincount(catalog.labels, minlength=4).tolist() == [3, 3, 0, 1]
-    data = PairDataModule(root=str(root), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
+    data = PairDataModule(**IMAGENET, root=str(root), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
     with pytest.raises(UserError, match="pairs need 2 such classes; a stratified split needs at least 2 classes "
                                         "with 6 or more images"):
         data.setup()  # each split holds one image per class: no class can give a positive

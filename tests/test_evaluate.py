@@ -131,6 +131,30 @@ def test_eval_honours_trainer_overrides(best_checkpoint, tmp_path):
     # only for a complete test, as the full evaluation above writes it)
     assert metrics["test_acc"] * 4 == pytest.approx(round(metrics["test_acc"] * 4))
     assert not (tmp_path / "pairs_test.csv").exists()
+    assert metrics["pairs_scored"] == 4 and metrics["pairs_total"] == 8  # says how much it scored
+    assert "scored 4 of 8 test pairs" in result.stdout and "pairs_test.csv" not in result.stderr
+
+
+def test_eval_scores_every_pair_whatever_the_training_runs_debug_limits(best_checkpoint, tmp_path):
+    state = torch.load(best_checkpoint, weights_only=True)
+    state["run_config"]["trainer"].update(limit_test_batches=1, limit_val_batches=1)  # as debug=fast trains
+    limited = tmp_path / "debug.ckpt"
+    torch.save(state, limited)
+    result = run_script("src/eval.py", f"ckpt_path={limited}", "accelerator=cpu", f"hydra.run.dir={tmp_path / 'e'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["pairs_scored"] == metrics["pairs_total"] == 8
+    assert len(read_rows(tmp_path / "e" / "pairs_test.csv")) == 8
+
+
+def test_verify_reads_a_csv_saved_by_excel(pairs_folder, best_checkpoint):
+    folder, rows = pairs_folder
+    text = (folder / "pairs.csv").read_text()
+    (folder / "pairs.csv").write_bytes("\ufeff".encode() + text.replace("\n", "\r\n").encode())  # UTF-8 BOM, CRLF
+    result = run_script("src/verify.py", f"ckpt_path={best_checkpoint}", f"pairs={folder / 'pairs.csv'}",
+                        f"out={folder / 'scored.csv'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [s["same"] for s in read_rows(folder / "scored.csv")] == [r["predicted_same"] for r in rows]
 
 
 def test_eval_stops_on_sigterm_with_one_line(best_checkpoint, tmp_path):

@@ -15,10 +15,14 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from conftest import CONF, ROOT, SHARED_DATA, run_script, write_image_folder
-from siamese.cli import report_user_errors
-from siamese.inference.gallery import Gallery, nearest
+from siamese.entry import report_user_errors
+from siamese.checkpoints import load_for_use
+from siamese.inference.embedding import embed_files, embed_images, preprocess
+from siamese.inference.gallery import Gallery
 from siamese.inference.search import UNKNOWN, vote
+from siamese.knn import nearest
 from siamese.metrics import threshold_at_far
+from siamese.verdict import Verdict
 
 CLASSES = {"daisy": 4, "rose": 4, "tulip": 3}
 
@@ -68,8 +72,11 @@ def test_search_orders_neighbours_by_hand(backend):
     assert found.distances[0].tolist() == pytest.approx([0.1, 0.9, 2.1, (0.81 + 4) ** 0.5], abs=1e-5)
     # the query itself (row 1) left out: the next one moves up
     assert gallery.search(torch.tensor([[1.0, 0.0]]), k=2, backend=backend, exclude=[1]).rows.tolist() == [[0, 3]]
-    with pytest.raises(Exception, match="k=5 is larger than the gallery"):
-        gallery.search(torch.tensor([[0.0, 0.0]]), k=5, backend=backend)
+    # k beyond the gallery: capped, the same for every query
+    assert gallery.search(torch.tensor([[0.0, 0.0]]), k=5, backend=backend).rows.tolist() == [[0, 1, 2, 3]]
+    # a query in the gallery and a new one, k >= the gallery: 3 each (the gallery less the query itself)
+    mixed = gallery.search(torch.tensor([[1.0, 0.0], [0.0, 1.9]]), k=8, backend=backend, exclude=[1, None])
+    assert mixed.rows.tolist() == [[0, 3, 2], [2, 0, 1]] and mixed.distances.shape == (2, 3)
 
 
 def test_torch_and_faiss_find_the_same_neighbours():
@@ -82,10 +89,11 @@ def test_torch_and_faiss_find_the_same_neighbours():
 
 
 def test_vote_by_hand():
-    assert vote(["rose", "daisy", "daisy"], [0.1, 0.2, 0.3], threshold=0.5) == ("daisy", 2)  # majority
-    assert vote(["rose", "daisy"], [0.1, 0.2], threshold=0.5) == ("rose", 1)  # tie: the nearer one
-    assert vote(["daisy", "rose"], [0.1, 0.2], threshold=0.5) == ("daisy", 1)
-    assert vote(["rose", "rose"], [0.5, 0.6], threshold=0.5) == (UNKNOWN, 0)  # even the nearest too far
+    verdict = Verdict(0.5)
+    assert vote(["rose", "daisy", "daisy"], [0.1, 0.2, 0.3], verdict) == ("daisy", 2)  # majority
+    assert vote(["rose", "daisy"], [0.1, 0.2], verdict) == ("rose", 1)  # tie: the nearer one
+    assert vote(["daisy", "rose"], [0.1, 0.2], verdict) == ("daisy", 1)
+    assert vote(["rose", "rose"], [0.5, 0.6], verdict) == (UNKNOWN, 0)  # even the nearest too far
 
 
 def test_threshold_at_false_accept_rate_by_hand():
@@ -98,12 +106,10 @@ def test_threshold_at_false_accept_rate_by_hand():
 
 
 def test_threshold_far_calibrates_the_module(checkpoint):
-    from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
+    from siamese.models.losses import ContrastiveLoss
+    from siamese.models.module import SiameseModule
 
-    ckpt = load_checkpoint(checkpoint)
-    cfg = run_config(ckpt)
-    module = module_from_checkpoint(ckpt, cfg)
-    module.calibrate_threshold, module.threshold_far = True, 0.25
+    module = SiameseModule(load_for_use(checkpoint).embedder, ContrastiveLoss(), optimizer=None, threshold_far=0.25)
     distance = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     same = torch.tensor([1, 0, 1, 0, 0, 0.0])
     module.pair_scores["val"].update(distance=distance, same=same, position=torch.arange(6))
@@ -113,19 +119,17 @@ def test_threshold_far_calibrates_the_module(checkpoint):
 
 
 def test_index_holds_the_embeddings_paths_and_labels(index_file, checkpoint, gallery_dir):
-    from siamese.inference.embedder import Embedder
-
     gallery = Gallery.load(index_file)
     expected_paths = sorted(f"{name}/{k}.{'png' if k % 2 else 'jpg'}" for name, n in CLASSES.items() for k in range(n))
     assert gallery.paths == expected_paths
     assert gallery.labels == [p.split("/")[0] for p in expected_paths]
-    embedder = Embedder(checkpoint)
-    assert torch.allclose(gallery.embeddings, embedder.embed_files([gallery_dir / p for p in gallery.paths]), atol=1e-5)
-    assert gallery.threshold == pytest.approx(embedder.threshold)
-    assert not list(index_file.parent.glob("*.partial"))
+    model = load_for_use(checkpoint)
+    assert torch.allclose(gallery.embeddings, embed_files(model, [gallery_dir / p for p in gallery.paths]), atol=1e-5)
+    assert gallery.threshold == pytest.approx(model.verdict.threshold)
+    assert not list(index_file.parent.glob("*.partial*")) and not list(index_file.parent.glob("*.progress"))
 
 
-def test_add_embeds_only_new_or_changed_images(index_file, checkpoint, gallery_dir, tmp_path, capsys):
+def test_sync_embeds_new_or_changed_images_and_drops_gone_ones(index_file, checkpoint, gallery_dir, tmp_path, capsys):
     from siamese.inference.commands import build_index
 
     folder = tmp_path / "photos"
@@ -136,14 +140,23 @@ def test_add_embeds_only_new_or_changed_images(index_file, checkpoint, gallery_d
     Image.new("RGB", (24, 24), (250, 10, 10)).save(folder / "rose" / "new.jpg")
     Image.new("RGB", (24, 24), (10, 250, 10)).save(folder / "daisy" / "0.jpg")  # changed
     os.utime(folder / "daisy" / "0.jpg", ns=(1, 1))
-    build_index(compose_config("index", [f"images={folder}", f"out={index_file}", "add=true"]))
-    assert "added 1, re-embedded 1 changed, skipped 10 unchanged" in capsys.readouterr().out
+    (folder / "tulip" / "2.jpg").unlink()  # gone
+    build_index(compose_config("index", [f"images={folder}", f"out={index_file}", "sync=true"]))
+    assert "added 1, re-embedded 1 changed, dropped 1 gone, skipped 9 unchanged" in capsys.readouterr().out
     after = Gallery.load(index_file)
-    assert after.paths == before.paths + ["rose/new.jpg"]
-    changed = before.paths.index("daisy/0.jpg")
-    unchanged = [r for r in range(len(before)) if r != changed]
-    assert torch.equal(after.embeddings[unchanged], before.embeddings[unchanged])  # not re-embedded
-    assert not torch.allclose(after.embeddings[changed], before.embeddings[changed])
+    gone = before.paths.index("tulip/2.jpg")
+    assert after.paths == [p for p in before.paths if p != "tulip/2.jpg"] + ["rose/new.jpg"]
+    kept = [r for r in range(len(before)) if r != gone]
+    changed = after.paths.index("daisy/0.jpg")
+    unchanged = [r for r, p in enumerate(after.paths[:-1]) if p != "daisy/0.jpg"]
+    assert torch.equal(after.embeddings[unchanged], before.embeddings[kept][unchanged])  # not re-embedded
+    assert not torch.allclose(after.embeddings[changed], before.embeddings[before.paths.index("daisy/0.jpg")])
+    # a search never returns the gone file
+    from siamese.inference.commands import search
+
+    search(compose_config("search", [f"index={index_file}", f"query={folder / 'tulip'}", "k=50",
+                                     f"out={tmp_path / 'found.csv'}"]))
+    assert "tulip/2.jpg" not in {row["neighbour"] for row in read_rows(tmp_path / "found.csv")}
 
 
 def test_search_cli_lists_nearest_neighbours_and_draws_a_sheet(index_file, gallery_dir, tmp_path):
@@ -178,14 +191,11 @@ def test_identify_votes_and_reports_accuracy(index_file, gallery_dir, tmp_path, 
     rows = read_rows(out)
     gallery = Gallery.load(index_file)
     # by hand: vote among the 3 nearest labelled images, unknown when the nearest is at the threshold or beyond
-    from siamese.inference.embedder import Embedder
-
-    embedder = Embedder(gallery.checkpoint)
-    embeddings = embedder.embed_files([row["query"] for row in rows])
+    embeddings = embed_files(load_for_use(gallery.checkpoint), [row["query"] for row in rows])
     distance = torch.cdist(embeddings, gallery.embeddings)
     for row, d in zip(rows, distance):
         order = torch.argsort(d)[:3].tolist()
-        expected = vote([gallery.labels[i] for i in order], d[order].tolist(), gallery.threshold)
+        expected = vote([gallery.labels[i] for i in order], d[order].tolist(), Verdict(gallery.threshold))
         assert (row["label"], int(row["votes"])) == expected
         truth = row["true_label"] if row["true_label"] in gallery.labels else UNKNOWN
         assert row["correct"] == str(int(row["label"] == truth))
@@ -217,7 +227,8 @@ def test_search_refuses_an_index_of_another_checkpoint(index_file, checkpoint, g
     ("not_an_image", "cannot read image"),
     ("empty_folder", "no images found under query folder"),
     ("corrupt_index", "is not a readable index"),
-    ("k_too_large", "k=50 is larger than the gallery (11 images)"),
+    ("k_zero", "k must be at least 1, got 0"),
+    ("out_is_a_folder", "is a folder; give a file name"),
 ])
 def test_search_bad_input_is_one_line_and_writes_nothing(case, message, index_file, gallery_dir, tmp_path, capsys):
     from siamese.inference.commands import search
@@ -234,15 +245,18 @@ def test_search_bad_input_is_one_line_and_writes_nothing(case, message, index_fi
     elif case == "corrupt_index":
         index = tmp_path / "broken.pt"
         index.write_bytes(index_file.read_bytes()[:300])
-    else:
-        k = 50
+    elif case == "k_zero":
+        k = 0
     out = tmp_path / "found.csv"
+    if case == "out_is_a_folder":
+        out = tmp_path / "results"
+        out.mkdir()
     with pytest.raises(SystemExit) as stop:
         report_user_errors(search)(compose_config("search", [f"index={index}", f"query={query}", f"k={k}", f"out={out}"]))
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:") and message in err
-    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert (out.is_dir() if case == "out_is_a_folder" else not out.exists()) and not list(tmp_path.glob("*.partial*"))
 
 
 def test_index_bad_input(checkpoint, tmp_path, index_file, capsys):
@@ -251,7 +265,7 @@ def test_index_bad_input(checkpoint, tmp_path, index_file, capsys):
     (tmp_path / "empty").mkdir()
     cases = [
         ([f"ckpt_path={checkpoint}", f"images={tmp_path / 'empty'}", f"out={tmp_path / 'new.pt'}"], "no images found"),
-        ([f"ckpt_path={checkpoint}", f"images={tmp_path}", f"out={index_file}"], "exists; add=true adds"),
+        ([f"ckpt_path={checkpoint}", f"images={tmp_path}", f"out={index_file}"], "exists; sync=true brings it in line"),
     ]
     before = index_file.read_bytes()
     for overrides, message in cases:
@@ -273,17 +287,16 @@ README_EXAMPLE = re.compile(r"<!-- onnx-example -->\s*```python\n(.*?)```", re.S
 def test_export_agrees_with_the_checkpoint_and_runs_without_torch(checkpoint, gallery_dir, tmp_path):
     import onnxruntime
 
-    from siamese.inference.embedder import Embedder
-
     result = run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={tmp_path / 'exported'}")
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "exported"
     meta = json.loads((folder / "preprocessing.json").read_text())
-    embedder = Embedder(checkpoint)
-    assert meta["threshold"] == pytest.approx(embedder.threshold) and meta["image_size"] == embedder.image_size
+    model = load_for_use(checkpoint)
+    assert meta["threshold"] == pytest.approx(model.verdict.threshold)
+    assert meta["image_size"] == model.embedder.preprocessing.image_size
     images = real_images(gallery_dir)
-    inputs = embedder.preprocess(images)
-    expected = embedder.embed_images(inputs)
+    inputs = preprocess(model.embedder.preprocessing, images)
+    expected = embed_images(model, inputs)
     session = onnxruntime.InferenceSession(str(folder / "embedder.onnx"))
     from_onnx = session.run(None, {"images": inputs.numpy()})[0]
     assert np.abs(from_onnx - expected.numpy()).max() < 1e-4
@@ -297,13 +310,13 @@ def test_export_agrees_with_the_checkpoint_and_runs_without_torch(checkpoint, ga
     example = README_EXAMPLE.search((ROOT / "README.md").read_text()).group(1)
     (tmp_path / "use_model.py").write_text(example)
     for a, b in [(images[0], images[1]), (images[0], images[0]), (images[2], images[3])]:
-        alone = run_script(str(tmp_path / "use_model.py"), str(folder), str(a), str(b), cwd=tmp_path)
+        alone = run_script(str(tmp_path / "use_model.py"), str(folder / "embedder.onnx"), str(a), str(b), cwd=tmp_path)
         assert alone.returncode == 0, alone.stderr[-2000:]
         verified = run_script("src/verify.py", f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}")
         assert "(calibrated on validation: highest accuracy)" in verified.stdout  # which rule chose it
         d_alone, d_verify = float(alone.stdout.split()[1]), float(verified.stdout.split()[1])
         assert d_alone == pytest.approx(d_verify, abs=0.02)  # PIL's resize instead of torchvision's
-        if abs(d_verify - embedder.threshold) > 0.02:
+        if abs(d_verify - model.verdict.threshold) > 0.02:
             assert alone.stdout.split()[-1] == verified.stdout.split()[-1]
 
 
@@ -325,15 +338,19 @@ def test_eval_on_a_whole_folder_by_hand(checkpoint, gallery_dir, tmp_path):
     distance = torch.tensor([float(r["distance"]) for r in rows])
     same = torch.tensor([int(r["same"]) for r in rows])
     assert same.sum() * 2 == len(rows)  # balanced
-    from siamese.inference.embedder import Embedder
-
-    threshold = Embedder(checkpoint).threshold  # the checkpoint's, as is: nothing is calibrated on the folder
+    model = load_for_use(checkpoint)
+    threshold = model.verdict.threshold  # the checkpoint's, as is: nothing is calibrated on the folder
     assert metrics["test_threshold"] == pytest.approx(threshold)
     assert metrics["test_acc"] == pytest.approx(float(((distance < threshold).long() == same).float().mean()))
     positives, negatives = distance[same == 1], distance[same == 0]
     wins = (positives[:, None] < negatives[None, :]).float() + 0.5 * (positives[:, None] == negatives[None, :]).float()
     assert metrics["test_auroc"] == pytest.approx(float(wins.mean()), abs=1e-6)  # ROC-AUC by counting pairs
     assert metrics["split"] == "all" and "calibrated on validation" in metrics["threshold_rule"]
+    assert metrics["pairs_scored"] == metrics["pairs_total"] == len(rows)
+    # eval.py's distances are the embedder's (as verify.py, index.py and the export give them)
+    embedded = embed_files(model, [gallery_dir / rows[k][column] for k in range(4) for column in ("image_a", "image_b")])
+    by_embedder = model.embedder.distance(embedded[0::2], embedded[1::2])
+    assert by_embedder.tolist() == pytest.approx(distance[:4].tolist(), abs=1e-5)
 
 
 def test_split_all_is_refused_for_training(tiny_flowers, tmp_path):
@@ -345,46 +362,85 @@ def test_split_all_is_refused_for_training(tiny_flowers, tmp_path):
 
 
 def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
-    from siamese.checkpoints import load_checkpoint, module_from_checkpoint, run_config
+    from siamese.feature_cache import FeatureCache
+    from siamese.models.losses import ContrastiveLoss
+    from siamese.models.module import SiameseModule
 
-    ckpt = load_checkpoint(checkpoint)
-    cfg = run_config(ckpt)
-    cfg.model.test_time_flip = True
-    module = module_from_checkpoint(ckpt, cfg)
+    embedder = load_for_use(checkpoint).embedder
+    embedder.test_time_flip = True
+    module = SiameseModule(embedder, ContrastiveLoss(), optimizer=None).eval()
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         flipped = module.embed(images)
-        plain = module._embed_once(images), module._embed_once(images.flip(-1))
+        plain = embedder.embed_once(images), embedder.embed_once(images.flip(-1))
         expected = (plain[0] + plain[1]) / 2
-        if module.network.normalize_embedding:
+        if embedder.normalize_embedding:
             expected = torch.nn.functional.normalize(expected, dim=1)
         assert torch.allclose(flipped, expected, atol=1e-6)
         assert torch.allclose(module.embed(images.flip(-1)), flipped, atol=1e-5)  # a mirror image is the same
         # the frozen-feature cache (rows i and i + n: an image and its mirror) gives the same embeddings
-        module.network.backbone.frozen_blocks = max(1, module.network.backbone.frozen_blocks)
-        front = module.network.backbone.front()
+        embedder.backbone.frozen_blocks = max(1, embedder.backbone.frozen_blocks)
+        front = embedder.backbone.front()
+        module.feature_cache = FeatureCache()
         module.feature_cache.bank = torch.cat([front(images), front(images.flip(-1))])
         module.feature_cache.catalog_size = len(images)
-        module.cache_frozen_features = True
         assert torch.allclose(module.embed(torch.arange(3)), flipped, atol=1e-5)
         module.train()
-        module.network.backbone.train(False)  # only the module's mode matters: training embeds once
-        assert torch.allclose(module.embed(torch.arange(3)), module._embed_once(torch.arange(3)))
+        embedder.backbone.train(False)  # only the module's mode matters: training embeds once
+        assert torch.allclose(module.embed(torch.arange(3)), embedder.embed_front_features(front(images)), atol=1e-6)
 
 
 def test_export_keeps_the_checkpoints_test_time_flip(checkpoint, tmp_path):
     import onnxruntime
 
-    from siamese.inference.embedder import Embedder
     from siamese.inference.export import export
 
     state = torch.load(checkpoint, weights_only=True)
-    state["run_config"]["model"]["test_time_flip"] = True
+    state["embedder"]["test_time_flip"] = True
     flipping = tmp_path / "flip.ckpt"
     torch.save(state, flipping)
-    written = export(Embedder(flipping), tmp_path / "exported", ["onnx"])
+    written = export(load_for_use(flipping), tmp_path / "exported", ["onnx"])
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    expected = Embedder(flipping).embed_images(images)
-    assert not torch.allclose(expected, Embedder(checkpoint).embed_images(images), atol=1e-4)  # the flip counts
+    expected = embed_images(load_for_use(flipping), images)
+    assert not torch.allclose(expected, embed_images(load_for_use(checkpoint), images), atol=1e-4)  # the flip counts
     session = onnxruntime.InferenceSession(str(written["onnx"]))
     assert np.abs(session.run(None, {"images": images.numpy()})[0] - expected.numpy()).max() < 1e-4
+
+
+def test_export_verify_index_and_eval_give_identical_distances(checkpoint, gallery_dir, tmp_path):
+    """One embedder for every use: the same pair of images has the same distance through each path."""
+    import onnxruntime
+
+    from siamese.inference.commands import build_index
+
+    model = load_for_use(checkpoint)
+    images = sorted(gallery_dir.rglob("*.*"))[:4]
+    pairs = [(images[0], images[1]), (images[2], images[3])]
+    expected = torch.stack([model.embedder.distance(*embed_files(model, [a, b])) for a, b in pairs])
+
+    verified = [run_script("src/verify.py", f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}") for a, b in pairs]
+    assert [float(v.stdout.split()[1]) for v in verified] == pytest.approx(expected.tolist(), abs=1e-4)
+
+    out = tmp_path / "g.pt"
+    build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={gallery_dir}", f"out={out}"]))
+    gallery = Gallery.load(out)
+    rows = {gallery.file(r).resolve(): r for r in range(len(gallery))}
+    indexed = torch.stack([model.embedder.distance(gallery.embeddings[rows[a.resolve()]], gallery.embeddings[rows[b.resolve()]])
+                           for a, b in pairs])
+    assert torch.allclose(indexed, expected, atol=1e-5)
+
+    exported = tmp_path / "exported"
+    assert run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]").returncode == 0
+    session = onnxruntime.InferenceSession(str(exported / "embedder.onnx"))
+    onnx_distances = []
+    for a, b in pairs:
+        out_a, out_b = session.run(None, {"images": preprocess(model.embedder.preprocessing, [a, b]).numpy()})[0]
+        onnx_distances.append(float(np.sqrt(max(((out_a - out_b) ** 2).sum(), 1e-7))))
+    assert onnx_distances == pytest.approx(expected.tolist(), abs=1e-4)
+
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("image_a,image_b,label\n" + "".join(f"{a},{b},0\n" for a, b in pairs))
+    from siamese.verification import verify_csv
+
+    verify_csv(model, csv_path, tmp_path / "scored.csv")
+    assert [float(r["distance"]) for r in read_rows(tmp_path / "scored.csv")] == pytest.approx(expected.tolist(), abs=1e-5)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared, run_script
+from conftest import IMAGENET, SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared, run_script
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_flowers102
 from siamese.training import train
@@ -24,7 +24,7 @@ def test_official_split_of_the_real_dataset():
 
 
 def test_default_pair_counts_follow_the_tutorial_rule():
-    data = PairDataModule(root=str(SHARED_DATA), download=False, split="stratified")
+    data = PairDataModule(**IMAGENET, root=str(SHARED_DATA), download=False, split="stratified")
     data.setup()
     smallest = np.bincount(data.catalog.labels[data.splits["train"]]).min()
     assert len(data.samplers["train"]) == 2 * 102 * (smallest - 1)

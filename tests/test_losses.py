@@ -6,7 +6,7 @@ import torch
 from siamese.errors import UserError
 from siamese.models.losses import ContrastiveLoss
 from siamese.models.miners import BatchPairs
-from siamese.models.network import EuclideanDistance
+from siamese.models.embedder import EuclideanDistance
 
 
 def test_contrastive_loss_matches_hand_computed_values():

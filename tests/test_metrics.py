@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from siamese.verdict import Verdict
 from siamese.metrics import (
     Collector,
     best_threshold,
@@ -18,7 +19,7 @@ def t(*values):
 def test_best_threshold_separates_perfectly_separable_pairs():
     distance, same = t(0.1, 0.2, 0.3, 0.8, 0.9), t(1, 1, 0, 0, 0)
     assert best_threshold(distance, same) == pytest.approx(0.25)
-    assert verification_metrics(distance, same, 0.25)["acc"] == 1.0
+    assert verification_metrics(distance, same, Verdict(0.25))["acc"] == 1.0
 
 
 def test_best_threshold_cannot_cut_between_equal_distances():
@@ -34,7 +35,7 @@ def test_best_threshold_when_every_pair_is_the_same_class():
 
 def test_metrics_at_a_given_threshold_by_hand():
     distance, same = t(0.1, 0.2, 0.3, 0.4, 0.6, 0.7), t(1, 0, 1, 1, 0, 1)
-    metrics = verification_metrics(distance, same, threshold=0.35, fixed_threshold=0.5)
+    metrics = verification_metrics(distance, same, Verdict(0.35), fixed=Verdict(0.5))
     # predicted same: 0.1, 0.2, 0.3 -> TP 2, FP 1; FN 2 (0.4, 0.7); TN 1 (0.6)
     assert metrics["acc"] == pytest.approx(3 / 6)
     assert metrics["precision"] == pytest.approx(2 / 3)
@@ -59,7 +60,7 @@ def test_true_accept_rate_at_false_accept_rate():
     same = t(1, 1, 1, 0, 0, 0, 0)
     assert tar_at_far(distance, same, 0.01) == pytest.approx(1 / 3)  # no false accept: only d < 0.2
     assert tar_at_far(distance, same, 0.25) == pytest.approx(1.0)  # one of four negatives accepted
-    metrics = verification_metrics(distance, same, 0.4, far_levels=(0.01, 0.25))
+    metrics = verification_metrics(distance, same, Verdict(0.4), far_levels=(0.01, 0.25))
     assert metrics["tar@far0.01"] == pytest.approx(1 / 3) and metrics["eer"] == pytest.approx(0.25)
 
 

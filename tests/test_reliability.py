@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, compose_train, run_script, tiny_overrides, write_image_folder
+from conftest import IMAGENET, ROOT, compose_train, run_script, tiny_overrides, write_image_folder
 from helpers import Payload
 from siamese.data.datamodule import PairDataModule
 from siamese.data.io import read_rgb
@@ -46,7 +46,7 @@ def folder(tmp_path):
 ])
 def test_unreadable_images_are_found_before_training(folder, damage, problem):
     damage(folder / "b" / "2.jpg")
-    data = PairDataModule(root=str(folder), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
+    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
     message = user_error_of(data.setup)
     assert f"1 unreadable image(s), first {folder / 'b' / '2.jpg'}" in message and problem in message
     assert "data.on_bad_image=skip" in message
@@ -55,7 +55,7 @@ def test_unreadable_images_are_found_before_training(folder, damage, problem):
 def test_skip_leaves_bad_images_out_with_one_warning(folder):
     (folder / "a" / "0.jpg").write_bytes(b"broken")
     (folder / "c" / "4.jpg").write_bytes(b"")
-    data = PairDataModule(root=str(folder), dataset="imagefolder", split="stratified",
+    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="stratified",
                           split_fractions=(0.34, 0.33, 0.33), on_bad_image="skip")
     with pytest.warns(UserWarning, match="skipping 2 unreadable image") as record:
         data.setup()

@@ -9,16 +9,16 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import compose_train, tiny_overrides
+from conftest import IMAGENET, compose_train, tiny_overrides
 from siamese.data.cache import DecodedImages, DiskImages
 from siamese.data.datamodule import PairDataModule
 from siamese.data.transforms import augment_transform
-from siamese.errors import UserError
+from siamese.errors import UserError, find_user_error
 
 
 def datamodule(root, **kwargs):
     options = dict(root=str(root), download=False, image_size=32, batch_size=4, num_workers=0, augmentation="none")
-    data = PairDataModule(**{**options, **kwargs})
+    data = PairDataModule(**{**IMAGENET, **options, **kwargs})
     data.setup()
     return data
 
@@ -134,15 +134,24 @@ def test_frozen_feature_cache_gives_the_same_embeddings_and_metrics(tiny_flowers
 
 def test_frozen_feature_cache_refuses_augmentation(tiny_flowers, tmp_path):
     cfg = compose_train([*tiny_overrides(tiny_flowers), "model.cache_frozen_features=true"], tmp_path)
-    module, data = instantiate(cfg.model), instantiate(cfg.data)
-    with pytest.raises(UserError, match="data.augmentation=tutorial changes the images every epoch; set "
-                                        "data.augmentation=none or flip, or model.cache_frozen_features=false"):
-        validate(module, data)
+    assert cfg.data.feature_rows is True  # the data module follows the model's key
+    with pytest.raises(Exception) as raised:
+        instantiate(cfg.data)
+    assert str(find_user_error(raised.value)) == (
+        "model.cache_frozen_features=true computes each image's features once, but data.augmentation=tutorial changes "
+        "the images every epoch; set data.augmentation=none or flip, or model.cache_frozen_features=false")
+
+
+def test_a_cached_module_with_image_batches_says_what_to_set(tiny_flowers, tmp_path):
+    cfg = compose_train([*tiny_overrides(tiny_flowers), "data.augmentation=none", "model.cache_frozen_features=true",
+                         "data.feature_rows=false"], tmp_path)
+    with pytest.raises(UserError, match="needs the project's data module .* with data.feature_rows=true"):
+        validate(instantiate(cfg.model), instantiate(cfg.data))
 
 
 def test_channels_last_changes_nothing_but_the_layout(tiny_flowers, tmp_path):
-    plain, data = module_and_data(tiny_flowers, tmp_path, "model.channels_last=false")
-    fast, _ = module_and_data(tiny_flowers, tmp_path, "model.channels_last=true")
+    plain, data = module_and_data(tiny_flowers, tmp_path, "model.network.channels_last=false")
+    fast, _ = module_and_data(tiny_flowers, tmp_path, "model.network.channels_last=true")
     fast.load_state_dict(plain.state_dict())
     conv = next(m for m in fast.network.backbone.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -172,12 +181,12 @@ def test_bf16_run_with_every_speed_option(tiny_flowers, tmp_path):
     value = train(compose_train(overrides, tmp_path))
     assert np.isfinite(value) and (tmp_path / "metrics.json").exists()
     # the checkpoint of a feature-cached run still takes images (verify.py, eval.py)
-    from siamese.verification import Verifier
+    from siamese.checkpoints import load_for_use
+    from siamese.inference.embedding import pair_distances
 
-    verifier = Verifier(tmp_path / "checkpoints" / "last.ckpt")
-    assert verifier.module.cache_frozen_features is False
+    model = load_for_use(tmp_path / "checkpoints" / "last.ckpt")  # an embedder: images in, no cache
     images = sorted((tiny_flowers / "flowers-102" / "jpg").iterdir())
-    distances = verifier.distances(images[:3], images[3:6])
+    distances = pair_distances(model, images[:3], images[3:6])
     assert distances.shape == (3,) and torch.isfinite(distances).all()
 
 
@@ -202,3 +211,16 @@ def test_cached_flips_follow_the_flips_of_the_uncached_path(tiny_flowers, tmp_pa
     # the rows name the pair's images: the same catalog indices as the pairs themselves
     first = cached_data.pairs("train")[: len(cached_batch[0])]
     assert (cached_batch[0] % len(cached_data.catalog)).tolist() == [a for a, _, _ in first]
+
+
+def test_the_mirror_draw_is_the_flip_transforms_own():
+    from torchvision.transforms import v2
+
+    from siamese.data.transforms import mirror_draw
+
+    image = torch.arange(6, dtype=torch.float32).reshape(1, 2, 3)
+    for seed in range(40):
+        torch.manual_seed(seed)
+        flipped = not torch.equal(v2.RandomHorizontalFlip()(image), image)
+        torch.manual_seed(seed)
+        assert mirror_draw() == flipped

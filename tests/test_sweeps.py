@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import CONF, run_script, tiny_overrides
-from siamese.cli import job_dirname
+from siamese.config import job_dirname
 from siamese.sweeps import mean_std, summarize
 
 

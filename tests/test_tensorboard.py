@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import TINY_CLASSES, compose_train, tiny_overrides
-from siamese.training import hparam_values, train
+from siamese.callbacks.hparams import hparam_values
+from siamese.training import train
 
 
 def accumulate(folder):

@@ -51,7 +51,10 @@ def test_a_vision_transformer_is_one_block_with_its_own_pooling():
     with torch.no_grad():
         out = backbone(torch.rand(2, 3, size, size))
     assert out.shape == (2, backbone.out_features, 1, 1)
-    assert backbone.mean == (0.5, 0.5, 0.5)  # from timm's pretrained config
+    from siamese.models.backbones import trunk_normalization
+
+    assert trunk_normalization({"_target_": "siamese.models.backbones.TimmBackbone", "name": "test_vit"})[0] == \
+        (0.5, 0.5, 0.5)  # from timm's data config
 
 
 def test_an_unknown_model_name_lists_close_matches():
@@ -81,17 +84,35 @@ def test_weights_of_another_model_are_refused_with_the_first_keys(tmp_path):
 
 def test_the_data_follow_the_timm_models_normalisation(tmp_path):
     from conftest import compose_train
-    from siamese.training import fill_normalization
 
     cfg = compose_train(["backbone=timm", "backbone.name=tf_efficientnet_lite0"], tmp_path)
-    fill_normalization(cfg)
     assert list(cfg.data.mean) == [0.5, 0.5, 0.5] and list(cfg.data.std) == [0.5, 0.5, 0.5]
+    assert list(cfg.model.network.preprocessing.mean) == [0.5, 0.5, 0.5]  # the embedder carries the same
     cfg = compose_train(["backbone=timm", "backbone.name=tf_efficientnet_lite0", "data.mean=[0.4,0.4,0.4]"], tmp_path)
-    fill_normalization(cfg)
     assert list(cfg.data.mean) == [0.4, 0.4, 0.4]  # the user's choice wins
     cfg = compose_train([], tmp_path)
-    fill_normalization(cfg)
-    assert list(cfg.data.mean) == [0.485, 0.456, 0.406]
+    assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
+
+
+def test_resolved_configs_hold_concrete_normalisation_and_benchmarks_follow_it(tmp_path):
+    import sys
+
+    from conftest import ROOT, compose_train
+    from omegaconf import OmegaConf
+
+    for backbone, mean in ((["backbone=timm", f"backbone.name={TINY}"], [0.485, 0.456, 0.406]),
+                           (["backbone=timm", "backbone.name=tf_efficientnet_lite0"], [0.5, 0.5, 0.5]),
+                           (["backbone=mobilenet_v2"], [0.485, 0.456, 0.406])):
+        cfg = compose_train(backbone, tmp_path)
+        OmegaConf.save(cfg, tmp_path / "config_resolved.yaml", resolve=True)
+        saved = OmegaConf.load(tmp_path / "config_resolved.yaml")
+        assert list(saved.data.mean) == mean and OmegaConf.is_list(saved.data.std)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import compose as benchmark_compose
+    from hydra.utils import instantiate
+
+    data = instantiate(benchmark_compose(["backbone=timm", "backbone.name=tf_efficientnet_lite0"]).data)
+    assert data.mean == (0.5, 0.5, 0.5) and data.std == (0.5, 0.5, 0.5)  # the trunk's own, not ImageNet's
 
 
 def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, tmp_path):
@@ -134,7 +155,7 @@ def test_the_converted_lite0_weights_recognise_daisies(tmp_path):
     tops = [line.split(": ", 1)[1].split(",")[0] for line in result.stdout.splitlines() if line.startswith("image_")]
     assert len(tops) == 3 and all(top.startswith("daisy 0.9") for top in tops), result.stdout  # ImageNet class 985
     backbone = TimmBackbone("tf_efficientnet_lite0", weights_path=str(tmp_path / "lite0.pth"))
-    assert backbone.mean == (0.5, 0.5, 0.5) and backbone.out_features == 1280
+    assert backbone.out_features == 1280
 
 
 def test_the_conversion_refuses_a_state_dict_of_another_layout():

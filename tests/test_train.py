@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_train, run_script, tiny_overrides
+from conftest import IMAGENET, compose_train, run_script, tiny_overrides
 from siamese.data.datamodule import PairDataModule
 from siamese.errors import UserError, find_user_error
 from siamese.training import train
@@ -53,7 +53,7 @@ def test_run_writes_checkpoints_and_metrics(trained_run):
 
 def test_pair_lists_match_what_was_evaluated(trained_run, tiny_flowers):
     run_dir, _ = trained_run
-    data = PairDataModule(root=str(tiny_flowers), download=False, seed=42)
+    data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, seed=42)
     data.setup()
     for split in ("val", "test"):
         with open(run_dir / f"pairs_{split}.csv") as handle:
@@ -78,7 +78,7 @@ def test_tensorboard_has_scalars_and_hparams(trained_run):
 def test_same_batches_with_and_without_workers(tiny_flowers):
     loaders = []
     for workers in (0, 2):
-        data = PairDataModule(root=str(tiny_flowers), download=False, image_size=32, batch_size=4,
+        data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, batch_size=4,
                               augmentation="none", num_workers=workers)
         data.setup()
         loaders.append([torch.cat([a, b]) for a, b, *_ in data.val_dataloader()])
@@ -151,7 +151,7 @@ def test_multirun_writes_one_run_per_job(tiny_flowers, tmp_path):
 
 
 def test_pair_batches_carry_the_classes_of_their_images(tiny_flowers):
-    data = PairDataModule(root=str(tiny_flowers), download=False, image_size=32, batch_size=4, augmentation="none",
+    data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, batch_size=4, augmentation="none",
                           num_workers=0)
     data.setup()
     rows = [row for *_, same, _, class_a, class_b in data.val_dataloader()

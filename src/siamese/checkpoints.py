@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from siamese.errors import UserError
-from siamese.models.backbones import state_dict_mismatch
-from siamese.models.module import SiameseModule
+from siamese.files import load_torch_file
+from siamese.models.backbones import trunk_normalization
+from siamese.models.embedder import Embedder
+from siamese.models.state_dicts import state_dict_mismatch
+from siamese.verdict import Verdict, threshold_rule
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint of this project (weights, threshold and the run's config), loaded safely."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or unsafe files raise many types
-        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}); check the file") from exc
+    checkpoint = load_torch_file(
+        path, f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<name>.ckpt",
+        f"{path} is not a readable checkpoint ({{error}}); check the file",
+    )
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "run_config" not in checkpoint:
         raise UserError(f"{path} is not a checkpoint of this project; pass one written by src/train.py")
     return checkpoint
@@ -48,7 +50,7 @@ def config_with_overrides(
     return merged
 
 
-def check_fits(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
+def check_fits(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     """Raise a UserError unless the checkpoint's weights fit ``module`` exactly."""
     mismatch = state_dict_mismatch(module, checkpoint["state_dict"])
     if mismatch:
@@ -58,26 +60,64 @@ def check_fits(module: torch.nn.Module, checkpoint: dict[str, Any]) -> None:
         )
 
 
-def module_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig) -> SiameseModule:
-    """The trained module: built from ``cfg.model`` without downloading weights, then loaded.
+@dataclass(frozen=True)
+class TrainedModel:
+    """What using a checkpoint needs: its embedder (in eval mode, with its preprocessing), its
+    verdict, a fingerprint of its weights and threshold, and its path."""
 
-    A number in ``cfg.model.threshold`` replaces the checkpoint's threshold.
-    """
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    backbone = model_cfg["network"]["backbone"]  # the checkpoint has the weights: no download, no file
-    backbone["weights_path"] = None
-    if "weights" in backbone:
-        backbone["weights"] = None
-    if "pretrained" in backbone:
-        backbone["pretrained"] = False
-    model_cfg["cache_frozen_features"] = False  # a training speed-up: the module here takes images
-    if model_cfg.get("threshold") is not None:
-        model_cfg["threshold_far"] = None  # a given threshold replaces the rule that calibrated the checkpoint's
-    module: SiameseModule = instantiate(model_cfg)
-    check_fits(module, checkpoint)
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
-    if cfg.model.get("threshold") is not None:
-        module.threshold.fill_(float(cfg.model.threshold))
-    module.calibrate_threshold = False
-    module.eval()
-    return module
+    embedder: Embedder
+    verdict: Verdict
+    fingerprint: str
+    path: Path
+
+
+def checkpoint_fingerprint(checkpoint: dict) -> str:
+    """A short hash of a checkpoint's weights and threshold: equal for the same model saved twice."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoint["state_dict"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+EMBEDDER_PREFIX = "network."  # the training module's attribute that holds the embedder
+
+
+def load_for_use(path: str | Path, device: str = "cpu", threshold: float | None = None,
+                 checkpoint: dict[str, Any] | None = None) -> TrainedModel:
+    """The checkpoint's embedder and verdict, built from what the checkpoint stores for use (no
+    training module, no download); ``threshold`` replaces the checkpoint's."""
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
+    spec, verdict = checkpoint.get("embedder"), checkpoint.get("verdict")
+    if spec is None or verdict is None:  # written before checkpoints stored them
+        spec, verdict = _legacy_use_spec(checkpoint)
+    embedder: Embedder = instantiate(spec)
+    state = {k[len(EMBEDDER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(EMBEDDER_PREFIX)}
+    check_fits(embedder, {"state_dict": state})
+    embedder.load_state_dict(state, strict=True)
+    return TrainedModel(
+        embedder.to(device).eval(), Verdict.from_dict(verdict).with_threshold(threshold),
+        checkpoint_fingerprint(checkpoint), Path(path),
+    )
+
+
+def _legacy_use_spec(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The embedder config and verdict of a checkpoint written before they were stored: from its
+    run config, with the trunk built without weights (the checkpoint holds them)."""
+    cfg = OmegaConf.to_container(run_config(checkpoint), resolve=True)
+    model, data = cfg["model"], cfg["data"]
+    network = dict(model["network"])
+    backbone = dict(network["backbone"])
+    backbone.update(weights_path=None, **{k: None for k in ("weights",) if k in backbone})
+    backbone.update({k: False for k in ("pretrained",) if k in backbone})
+    mean, std = data.get("mean"), data.get("std")
+    if mean is None or std is None:  # runs that did not record theirs used the trunk's
+        mean, std = trunk_normalization(backbone)
+    spec = {
+        "_target_": "siamese.models.embedder.Embedder", "backbone": backbone,
+        "preprocessing": {"image_size": data["image_size"], "mean": list(mean), "std": list(std)},
+        "embedding_dim": network.get("embedding_dim", 64), "normalize_embedding": network.get("normalize_embedding", True),
+        "test_time_flip": model.get("test_time_flip", False), "channels_last": model.get("channels_last", True),
+    }
+    threshold = float(checkpoint["state_dict"]["threshold"])
+    return spec, {"threshold": threshold, "rule": threshold_rule(model.get("threshold"), model.get("threshold_far"))}

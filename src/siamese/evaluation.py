@@ -13,11 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from siamese.callbacks import PairListWriter, TensorBoardNotebook
-from siamese.cli import format_table, stop_on_signals
-from siamese.checkpoints import config_with_overrides, load_checkpoint, module_from_checkpoint
+from siamese.checkpoints import config_with_overrides, load_checkpoint, load_for_use
+from siamese.entry import stop_on_signals
 from siamese.errors import UserError
-from siamese.metrics import threshold_rule
-from siamese.training import build_trainer, fill_normalization
+from siamese.files import atomic_write
+from siamese.models.module import SiameseModule
+from siamese.tables import format_table
+from siamese.training import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ FIT_ONLY_CALLBACKS = (
     "model_checkpoint", "last_checkpoint", "early_stopping", "lr_monitor", "checkpoint_on_interrupt", "epoch_log",
     "pair_lists",
 )
+# Trainer settings that score less than a whole split (debug=fast sets some): evaluation uses these
+# values unless the eval command line sets them itself.
+WHOLE_SPLIT = {"limit_val_batches": 1.0, "limit_test_batches": 1.0, "fast_dev_run": False, "overfit_batches": 0.0}
 
 
 def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
@@ -56,32 +61,49 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     """Test (or validate) the checkpoint; write metrics.json and the scored pairs into the run dir."""
     if cfg.eval_split not in ("val", "test"):
         raise UserError(f"eval_split must be val or test, got {cfg.eval_split}")
+    overrides = list(overrides)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     merged = config_with_overrides(checkpoint, cfg, overrides, EVAL_KEYS)
     merged.run_dir = cfg.run_dir
-    fill_normalization(merged)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    for key, value in WHOLE_SPLIT.items():
+        if f"trainer.{key}" not in given:
+            merged.trainer[key] = value
+    threshold = merged.model.get("threshold") if "model.threshold" in given else None
+    model = load_for_use(cfg.ckpt_path, threshold=threshold, checkpoint=checkpoint)
+    preprocessing = model.embedder.preprocessing
+    for key, value in (("mean", list(preprocessing.mean)), ("std", list(preprocessing.std))):
+        if merged.data.get(key) is None:  # runs that did not record theirs
+            merged.data[key] = value
+    merged.model.cache_frozen_features = False  # evaluation embeds images
+    merged.data.feature_rows = False
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(merged, run_dir / "config_resolved.yaml", resolve=True)
 
     datamodule = instantiate(merged.data)
-    module = module_from_checkpoint(checkpoint, merged)
+    module = SiameseModule.evaluating(model.embedder, instantiate(merged.model.loss), model.verdict)
     trainer = evaluation_trainer(merged, run_dir, cfg.accelerator)
-    with stop_on_signals():
-        if cfg.eval_split == "test":
+    split = cfg.eval_split
+    with stop_on_signals("before the metrics were written"):
+        if split == "test":
             results = trainer.test(module, datamodule=datamodule, verbose=False)
         else:
             results = trainer.validate(module, datamodule=datamodule, verbose=False)
-            distances = module.evaluated_pairs("val").distance
-            if len(distances) == len(datamodule.pairs("val")):  # not limited to a few batches
-                datamodule.write_pairs("val", run_dir / "pairs_val.csv", distances.tolist(), float(module.threshold))
+    scored = module.evaluated_pairs(split)
+    total = len(datamodule.pairs(split))
     metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
-    model = merged.model
     metrics.update(
-        checkpoint=str(cfg.ckpt_path), split=merged.data.split, eval_split=cfg.eval_split,
-        threshold_rule=threshold_rule(model.get("threshold"), model.get("threshold_far")),
+        checkpoint=str(cfg.ckpt_path), split=merged.data.split, eval_split=split,
+        threshold_rule=model.verdict.rule, pairs_scored=len(scored.distance) if scored else 0, pairs_total=total,
     )
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if split == "val" and metrics["pairs_scored"] == total:  # test pairs: written by PairListWriter
+        datamodule.write_pairs("val", run_dir / "pairs_val.csv", scored.distance.tolist(), model.verdict)
+    with atomic_write(run_dir / "metrics.json") as handle:
+        handle.write(json.dumps(metrics, indent=2) + "\n")
     print(format_table(metrics))
-    log.info("metrics and scored pairs written to %s", run_dir)
+    if metrics["pairs_scored"] < total:
+        print(f"scored {metrics['pairs_scored']} of {total} {split} pairs (trainer limits); the metrics cover those only")
+    written = ["metrics.json"] + ([f"pairs_{split}.csv"] if metrics["pairs_scored"] == total else [])
+    log.info("%s written to %s", " and ".join(written), run_dir)
     return metrics

@@ -1,58 +1,23 @@
 """The frozen-feature cache (``model.cache_frozen_features``): the frozen front of the backbone
 (``backbone.front()``) computed once per image, so that training runs only the rest.
 
-Who does what:
-
-- A data module that supports the cache implements :class:`FeatureRowSource`: it hands out its
-  unaugmented images once (``feature_images()``), and, once ``yield_feature_rows(True)`` is
-  called, its dataloaders yield *bank rows* (``bank_row``) where they yielded images.
-- The model owns a :class:`FeatureCache`: it builds it at the start of fit, validate and test
-  (``build``), and embeds bank rows through it (``features``; ``mirrored`` for test-time flips).
-
-Bank rows: row ``i`` holds catalog image ``i``, row ``i + catalog_size`` the same image mirrored
-left-right (built when training flips images, or for test-time flips). Flips are the only
-augmentation a cache can follow; a data module whose training transform does more refuses it.
+The data module yields bank rows instead of images when built with ``feature_rows=true``
+(``siamese.data.feature_rows``; the configs set it from ``model.cache_frozen_features``). The
+training module owns a :class:`FeatureCache`: it builds it at the start of fit, validate and
+test (``build_for``), and embeds bank rows through it (``features``; ``mirrored`` for
+test-time flips).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from siamese.data.batches import ImageBatch
-
-CACHEABLE_AUGMENTATIONS = ("none", "flip")  # data.augmentation values the cache can follow
-
-
-def bank_row(index: int, catalog_size: int, mirrored: bool) -> int:
-    """The bank row of catalog image ``index``, mirrored or not."""
-    return index + catalog_size * int(mirrored)
-
-
-@dataclass
-class FeatureImages:
-    """What a data module hands the cache: unaugmented images of ``indices`` (catalog indices,
-    in the loader's order, which yields ``ImageBatch``), the catalog's size, and the training
-    augmentation (``none`` or ``flip``; anything else cannot be cached)."""
-
-    loader: Iterable[ImageBatch]
-    indices: np.ndarray
-    catalog_size: int
-    augmentation: str
-
-
-@runtime_checkable
-class FeatureRowSource(Protocol):
-    augmentation: str  # of the training images: the cache follows none or flip only
-
-    def feature_images(self) -> FeatureImages: ...
-
-    def yield_feature_rows(self, enabled: bool) -> None: ...
+from siamese.data.feature_rows import FeatureImages, FeatureRowSource
+from siamese.errors import UserError
 
 
 class FeatureCache:
@@ -65,6 +30,23 @@ class FeatureCache:
     @property
     def built(self) -> bool:
         return self.bank is not None
+
+    def build_for(self, datamodule: object, embedder: nn.Module, device: torch.device) -> None:
+        """Build the bank from ``datamodule``'s images with ``embedder``'s frozen front (and, for
+        flipped training images or the test-time flip, their mirror images too)."""
+        if not isinstance(datamodule, FeatureRowSource) or not datamodule.feature_rows:
+            raise UserError(
+                "model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder) "
+                "with data.feature_rows=true, which follows model.cache_frozen_features unless set"
+            )
+        if embedder.backbone.frozen_blocks == 0:
+            raise UserError(
+                "model.cache_frozen_features=true: the backbone's first block already trains, so nothing can be "
+                "cached; lower backbone.trainable_fraction or set model.cache_frozen_features=false"
+            )
+        images = datamodule.feature_images()
+        mirrored = images.augmentation == "flip" or embedder.test_time_flip
+        self.build(embedder.backbone.front(), images, device, embedder.to_layout, mirrored)
 
     @torch.no_grad()
     def build(

@@ -1,6 +1,6 @@
 """Verification metrics on pair distances, and retrieval metrics on embeddings.
 
-Pairs are scored by distance: a pair is predicted "same" when ``distance < threshold``.
+Pairs are scored by distance: a pair is predicted "same" by a ``Verdict`` (``siamese.verdict``).
 Ranking metrics use ``similarity(distance)``, which orders pairs like ``-distance``.
 """
 
@@ -20,7 +20,11 @@ from torchmetrics.functional.classification import (
     binary_sensitivity_at_specificity,
 )
 
+from siamese.knn import chunked_nearest
+from siamese.verdict import Verdict
+
 FAR_LEVELS = (1e-2, 1e-3)
+TUTORIAL_VERDICT = Verdict(0.5, "the Keras tutorial's fixed threshold")
 RECALL_KS = (1, 2, 4, 8)
 
 
@@ -30,7 +34,7 @@ def similarity(distance: torch.Tensor) -> torch.Tensor:
 
 
 def best_threshold(distance: torch.Tensor, same: torch.Tensor) -> float:
-    """The threshold that maximises pair accuracy of ``distance < threshold`` (the smallest such).
+    """The threshold that maximises pair accuracy of the verdict "same below it" (the smallest such).
 
     Sweeps every cut between consecutive sorted distances, so it is exact on the given pairs.
     The threshold is representable in ``distance``'s dtype, so the comparison holds there too.
@@ -60,7 +64,7 @@ def best_threshold(distance: torch.Tensor, same: torch.Tensor) -> float:
 def threshold_at_far(distance: torch.Tensor, same: torch.Tensor, far: float) -> float:
     """The largest threshold whose false accept rate on these pairs is at most ``far``.
 
-    A false accept is a different-class pair with ``distance < threshold``; with N negatives at
+    A false accept is a different-class pair called "same"; with N negatives at
     most ``floor(far * N)`` of them may fall below the threshold. With no negatives at all,
     every pair is accepted.
     """
@@ -70,15 +74,6 @@ def threshold_at_far(distance: torch.Tensor, same: torch.Tensor, far: float) -> 
         top = distance.max() if len(distance) else torch.tensor(0.0)
         return float(torch.nextafter(top, torch.tensor(float("inf"), dtype=top.dtype)))
     return float(negatives[allowed])  # exactly `allowed` negatives (fewer with ties) lie strictly below
-
-
-def threshold_rule(fixed: float | None, far: float | None) -> str:
-    """In words, how a threshold was chosen: fixed, or calibrated on validation for accuracy or a FAR."""
-    if fixed is not None:
-        return f"fixed at {float(fixed):g}"
-    if far is not None:
-        return f"calibrated on validation: false accept rate at most {float(far):g}"
-    return "calibrated on validation: highest accuracy"
 
 
 def roc_curve(distance: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,22 +111,22 @@ def tar_at_far(distance: torch.Tensor, same: torch.Tensor, far: float) -> float:
 def verification_metrics(
     distance: torch.Tensor,
     same: torch.Tensor,
-    threshold: float,
-    fixed_threshold: float = 0.5,
+    verdict: Verdict,
+    fixed: Verdict = TUTORIAL_VERDICT,
     far_levels: Sequence[float] = (),
 ) -> dict[str, float]:
-    """Pair metrics at ``threshold``, accuracy at ``fixed_threshold`` (the tutorial's 0.5), ROC-AUC,
+    """Pair metrics of ``verdict``, accuracy of ``fixed`` (the tutorial's threshold 0.5), ROC-AUC,
     and, when ``far_levels`` are given, EER and TAR at each FAR level."""
     target = same.long()
-    predicted = (distance < threshold).long()
+    predicted = verdict.predicted(distance)
     metrics = {
         "acc": binary_accuracy(predicted, target),
         "precision": binary_precision(predicted, target),
         "recall": binary_recall(predicted, target),
         "f1": binary_f1_score(predicted, target),
-        f"acc@{fixed_threshold:g}": binary_accuracy((distance < fixed_threshold).long(), target),
+        f"acc@{fixed.threshold:g}": binary_accuracy(fixed.predicted(distance), target),
         "auroc": binary_auroc(similarity(distance.float()), target),
-        "threshold": threshold,
+        "threshold": verdict.threshold,
     }
     if far_levels:
         metrics["eer"] = equal_error_rate(distance, same)
@@ -160,24 +155,15 @@ def retrieval_metrics(
     _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     relevant_counts = counts[inverse] - 1  # other images of the query's class
     depth = min(n - 1, max(max(ks), int(relevant_counts.max())))
-    hits = {k: 0.0 for k in ks}
-    map_sum, queries = 0.0, 0
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        distance = torch.cdist(embeddings[start:stop], embeddings)
-        distance[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not itself
-        nearest = distance.topk(depth, dim=1, largest=False).indices
-        relevant = (labels[nearest] == labels[start:stop, None]).double()
-        r = relevant_counts[start:stop]
-        has_any = r > 0
-        for k in ks:
-            hits[k] += float(relevant[has_any, :k].any(dim=1).sum())
-        ranks = torch.arange(1, depth + 1, dtype=torch.float64)
-        within_r = ranks[None, :] <= r[:, None]
-        precision_at_i = torch.cumsum(relevant, dim=1) / ranks
-        ap = (precision_at_i * relevant * within_r).sum(1)[has_any] / r[has_any]
-        map_sum += float(ap.sum())
-        queries += int(has_any.sum())
+    _, nearest = chunked_nearest(embeddings, embeddings, depth, chunk_size, self_rows=torch.arange(n))
+    relevant = (labels[nearest] == labels[:, None]).double()
+    has_any = relevant_counts > 0
+    hits = {k: float(relevant[has_any, :k].any(dim=1).sum()) for k in ks}
+    ranks = torch.arange(1, depth + 1, dtype=torch.float64)
+    within_r = ranks[None, :] <= relevant_counts[:, None]
+    precision_at_i = torch.cumsum(relevant, dim=1) / ranks
+    ap = (precision_at_i * relevant * within_r).sum(1)[has_any] / relevant_counts[has_any]
+    map_sum, queries = float(ap.sum()), int(has_any.sum())
     if queries == 0:
         raise ValueError("retrieval metrics need a class with at least two images")
     result = {f"recall@{k}": hits[k] / queries for k in ks}

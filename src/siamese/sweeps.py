@@ -14,7 +14,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from siamese.cli import log_to_files, markdown_table
+from siamese.config import RANKING_METRIC, lower_is_better
+from siamese.tables import log_to_files, markdown_table
 from siamese.errors import find_user_error
 
 log = logging.getLogger(__name__)
@@ -62,21 +63,12 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def lower_is_better(metric: str) -> bool:
-    return metric.endswith(("loss", "eer", "seconds"))
-
-
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (n - 1); the deviation of a single value is 0."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-# What sweep summaries rank by: the loss's scale changes with the margin, so val_loss cannot
-# compare jobs that differ in it; ROC-AUC does not depend on the margin or on a threshold.
-RANK_BY = "val_auroc"
-
-
-def summarize(sweep_dir: str | Path, optimized_metric: str = RANK_BY) -> list[dict[str, Any]]:
+def summarize(sweep_dir: str | Path, optimized_metric: str = RANKING_METRIC) -> list[dict[str, Any]]:
     """Write summary.csv, summary.md and summary.png into ``sweep_dir``; return the job rows, best
     first by ``optimized_metric``."""
     sweep_dir = Path(sweep_dir)
@@ -163,7 +155,7 @@ class SweepSummary(Callback):
     (and, before it starts, create the folder of an Optuna sqlite storage, which sqlite will not
     do itself)."""
 
-    def __init__(self, rank_by: str = RANK_BY) -> None:
+    def __init__(self, rank_by: str = RANKING_METRIC) -> None:
         self.rank_by = rank_by
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

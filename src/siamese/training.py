@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,31 +16,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from siamese.callbacks.hparams import log_hparams
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
-from siamese.cli import format_table, log_to_files
 from siamese.errors import UserError
+from siamese.models.module import SiameseModule
+from siamese.tables import format_table, log_to_files
 
 log = logging.getLogger(__name__)
-
-# Frozen BatchNorm layers are in eval mode on purpose (see Backbone).
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="pytorch_lightning")
-# Under DDP, evaluation puts gathered scores back in order and drops the sampler's repeats (see SiameseModule).
-warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders", module="pytorch_lightning")
-
-
-class _QuietLightning(logging.Filter):
-    """Drop Lightning's start-up lines that say nothing about the run: an advertisement, and a
-    note per split that limit_*_batches=1.0 uses all batches."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "litlogger" not in message and "was configured so 100%" not in message
-
-
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_QuietLightning())
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -103,23 +86,9 @@ def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     return merged
 
 
-def fill_normalization(cfg: DictConfig) -> None:
-    """``data.mean``/``data.std`` left null become the backbone's, so the saved config (and every
-    checkpoint) names the normalisation the run used."""
-    from siamese.models.backbones import normalization
-
-    if "data" not in cfg or "backbone" not in cfg:
-        return
-    mean, std = normalization(cfg.backbone)
-    for key, value in (("mean", mean), ("std", std)):
-        if cfg.data.get(key) is None:
-            OmegaConf.update(cfg, f"data.{key}", list(value), force_add=True)
-
-
 def train(cfg: DictConfig) -> float | None:
     """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``."""
     pl.seed_everything(cfg.seed, workers=True)
-    fill_normalization(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     run_dir = Path(cfg.run_dir)
@@ -145,7 +114,7 @@ def train(cfg: DictConfig) -> float | None:
     best = _epoch_and_step(ckpt) if ckpt is not None else None  # read once
     if ckpt is None:
         log.warning("no checkpoint was saved: validating and testing the final weights")
-    if best is not None and _validated_last(trainer, best[1]):
+    if best is not None and _validated_last(trainer, model, best[1]):
         # The best checkpoint holds the weights of the last validation: its scores are known already.
         val = [{k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}]
     else:
@@ -162,7 +131,7 @@ def train(cfg: DictConfig) -> float | None:
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        _log_hparams(trainer, cfg, metrics)
+        log_hparams(trainer, cfg, metrics)
         table = format_table(metrics)
         print(table)
         log_to_files(log, logging.INFO, "final metrics (best checkpoint)\n%s", table)
@@ -196,10 +165,10 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     return None
 
 
-def _validated_last(trainer: pl.Trainer, checkpoint_step: int) -> bool:
+def _validated_last(trainer: pl.Trainer, model: pl.LightningModule, checkpoint_step: int) -> bool:
     """Whether a checkpoint of ``checkpoint_step`` was saved right after the fit's last validation
     (nothing trained since)."""
-    last_validation_step = getattr(trainer.lightning_module, "last_validation_step", None)
+    last_validation_step = model.last_validation_step if isinstance(model, SiameseModule) else None
     return checkpoint_step == trainer.global_step == last_validation_step
 
 
@@ -210,87 +179,3 @@ def _epoch_and_step(path: str) -> tuple[int, int]:
 
 def _floats(values: dict[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in values.items()}
-
-
-# The columns of TensorBoard's HParams tab: name -> key in the run's config.
-HPARAMS = {
-    "backbone": "backbone.name",
-    "trainable_fraction": "backbone.trainable_fraction",
-    "margin": "margin",
-    "batch_size": "batch_size",
-    "lr": "model.optimizer.lr",
-    "backbone_lr": "model.backbone_lr",
-    "embedding_dim": "model.network.embedding_dim",
-    "normalize_embedding": "model.network.normalize_embedding",
-    "image_size": "image_size",
-    "split": "data.split",
-    "augmentation": "data.augmentation",
-    "seed": "seed",
-}
-# Shown (checked) by default after the run's name and the keys a sweep varies; the HParams tab shows 5.
-SHOWN_HPARAMS = ("margin", "lr", "backbone", "split", "seed")
-# The metric columns of the HParams tab (every final/* value is still logged as a scalar).
-HPARAM_METRICS = ("final/test_auroc", "final/test_acc", "final/val_auroc", "final/val_loss", "final/test_eer")
-
-
-def hparam_values(cfg: DictConfig, swept: set[str]) -> tuple[dict[str, Any], list[str]]:
-    """The HParams columns of a run, and the names shown by default: ``run`` (the run folder's
-    name, short and distinct where TensorBoard cuts the path), the swept keys, then SHOWN_HPARAMS.
-    Integers are categories ("8", not 8.0000); a swept key outside HPARAMS gets its own column."""
-    names_by_key = {key: name for name, key in HPARAMS.items()}
-    columns = {"run": Path(cfg.run_dir).name, **HPARAMS}
-    shown = ["run"]
-    for key in sorted(swept):
-        name = names_by_key.get(key, names_by_key.get(f"{key}.name", key))
-        columns.setdefault(name, key)
-        shown.append(name)
-    params: dict[str, Any] = {}
-    for name, key in columns.items():
-        value = key if name == "run" else OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or isinstance(value, float) or isinstance(value, str):
-            params[name] = value
-        elif isinstance(value, int):
-            params[name] = str(value)
-        elif value is not None or name in HPARAMS:
-            params[name] = str(value)
-    shown = [name for name in dict.fromkeys(shown + list(SHOWN_HPARAMS)) if name in params]
-    return params, shown
-
-
-def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """The main hyperparameters and the final metrics, for TensorBoard's HParams tab."""
-    from siamese.cli import swept_keys
-
-    params, shown = hparam_values(cfg, swept_keys())
-    final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            write_hparams_session(logger.experiment, params, final, shown)
-        else:
-            logger.log_hyperparams(params)
-        logger.save()
-
-
-def write_hparams_session(writer: Any, params: dict[str, Any], metrics: dict[str, float], shown: list[str]) -> None:
-    """One HParams session with its final metrics as scalars. The experiment summary marks the
-    ``shown`` columns as varying: TensorBoard checks the first 5 of those by default (it would
-    otherwise check the first 5 alphabetically), and lists only HPARAM_METRICS as metric columns."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
-    from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
-    metric_columns = {name: metrics[name] for name in HPARAM_METRICS if name in metrics}
-    experiment, start, end = hparams_summaries(params, metric_columns)
-    content = experiment.value[0].metadata.plugin_data.content
-    data = plugin_data_pb2.HParamsPluginData.FromString(content)
-    infos = {info.name: info for info in data.experiment.hparam_infos}
-    ordered = [infos[name] for name in shown if name in infos] + [i for n, i in infos.items() if n not in shown]
-    for info in ordered:
-        info.differs = info.name in shown[:5]
-    del data.experiment.hparam_infos[:]
-    data.experiment.hparam_infos.extend(ordered)
-    experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
-    file_writer = writer._get_file_writer()  # reopens a writer closed at the end of fit, as Lightning does
-    for summary in (experiment, start, end):
-        file_writer.add_summary(summary)
-    for name, value in metrics.items():
-        writer.add_scalar(name, value)

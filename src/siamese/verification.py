@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
+from siamese.checkpoints import TrainedModel
 from siamese.data.io import read_rgb
 from siamese.errors import UserError
-from siamese.inference.embedder import Embedder
+from siamese.files import atomic_write
+from siamese.inference.embedding import pair_distances
 from siamese.metrics import FAR_LEVELS, verification_metrics
-
-
-class Verifier(Embedder):
-    """A checkpoint's network with the preprocessing of its evaluation: distances of image pairs."""
-
-    def distances(self, images_a: Sequence[Path], images_b: Sequence[Path], batch_size: int = 32) -> torch.Tensor:
-        """Distance of each pair ``(images_a[i], images_b[i])``; every image is embedded once."""
-        unique = list(dict.fromkeys([*images_a, *images_b]))
-        if not unique:
-            return torch.empty(0)
-        row = {path: k for k, path in enumerate(unique)}
-        embeddings = self.embed_files(unique, batch_size, desc="embedding")
-        a = embeddings[[row[p] for p in images_a]]
-        b = embeddings[[row[p] for p in images_b]]
-        return self.distance(a, b)
 
 
 def read_pairs_csv(path: Path) -> tuple[list[Path], list[Path], list[int] | None]:
@@ -36,7 +22,7 @@ def read_pairs_csv(path: Path) -> tuple[list[Path], list[Path], list[int] | None
     """
     if not path.is_file():
         raise UserError(f"pairs file {path} does not exist")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a CSV saved by Excel starts with a BOM
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         missing = [c for c in ("image_a", "image_b") if c not in columns]
@@ -62,23 +48,20 @@ def read_pairs_csv(path: Path) -> tuple[list[Path], list[Path], list[int] | None
     return images_a, images_b, labels if "label" in columns else None
 
 
-def verify_csv(verifier: Verifier, pairs: Path, out: Path, batch_size: int = 32) -> dict[str, float] | None:
+def verify_csv(model: TrainedModel, pairs: Path, out: Path, batch_size: int = 32) -> dict[str, float] | None:
     """Score every pair of ``pairs`` into ``out`` (distance, same); with labels, return the metrics."""
     images_a, images_b, labels = read_pairs_csv(pairs)
-    distances = verifier.distances(images_a, images_b, batch_size)
-    threshold = verifier.threshold
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")  # renamed when complete: no half-written result
-    with open(pairs, newline="") as source, open(partial, "w", newline="") as target:
+    distances = pair_distances(model, images_a, images_b, batch_size)
+    verdict = model.verdict
+    with open(pairs, newline="", encoding="utf-8-sig") as source, atomic_write(out, newline="") as target:
         reader = csv.DictReader(source)
         writer = csv.DictWriter(target, fieldnames=[*reader.fieldnames, "distance", "same"])
         writer.writeheader()
         for row, distance in zip(reader, distances.tolist()):
-            writer.writerow({**row, "distance": f"{distance:.6f}", "same": int(distance < threshold)})
-    partial.replace(out)
+            writer.writerow({**row, "distance": f"{distance:.6f}", "same": int(verdict.same(distance))})
     if labels is None:
         return None
     same = torch.tensor(labels, dtype=torch.float32)
     if same.min() == same.max():
-        return verification_metrics(distances, same, threshold) | {"auroc": float("nan")}
-    return verification_metrics(distances, same, threshold, far_levels=FAR_LEVELS)
+        return verification_metrics(distances, same, verdict) | {"auroc": float("nan")}
+    return verification_metrics(distances, same, verdict, far_levels=FAR_LEVELS)

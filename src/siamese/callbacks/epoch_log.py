@@ -19,7 +19,7 @@ COLLAPSE_ADVICE = (
 )
 
 
-def collapsed(distance: torch.Tensor, same: torch.Tensor | None = None) -> bool:
+def collapsed(distance: torch.Tensor) -> bool:
     """Whether the distances of the validation pairs have no spread left: all (nearly) equal.
 
     Collapsed when their standard deviation is below 1e-4, or below 1e-3 of their mean; a

@@ -41,5 +41,4 @@ class PairListWriter(pl.Callback):
             return
         distances = scores.distance
         if len(distances) == len(datamodule.pairs("test")):  # not a run limited to a few batches
-            threshold = float(pl_module.threshold)
-            datamodule.write_pairs("test", self.dirpath / "pairs_test.csv", distances.tolist(), threshold)
+            datamodule.write_pairs("test", self.dirpath / "pairs_test.csv", distances.tolist(), pl_module.verdict)

@@ -18,6 +18,7 @@ from siamese.data.io import read_rgb
 from siamese.data.pairs import Pair
 from siamese.metrics import roc_curve
 from siamese.models.module import evaluated_images, evaluated_pairs
+from siamese.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +99,23 @@ class TensorBoardNotebook(pl.Callback):
         writer.add_figure(tag, figures.pair_gallery(images_a, images_b, captions), step, close=True)
 
     @staticmethod
-    def _caption(pair: Pair, distance: float, threshold: float, class_names: list[str], labels) -> str:
-        verdict = "same" if distance < threshold else "different"
+    def _caption(pair: Pair, distance: float, verdict: Verdict, class_names: list[str], labels) -> str:
+        called = "same" if verdict.same(distance) else "different"
         truth = "same" if pair[2] else "different"
-        mark = "ok" if verdict == truth else "WRONG"
+        mark = "ok" if called == truth else "WRONG"
         names = f"{class_names[labels[pair[0]]]} / {class_names[labels[pair[1]]]}"
-        return f"{names}\nd={distance:.3f}: {verdict} ({mark})"
+        return f"{names}\nd={distance:.3f}: {called} ({mark})"
 
-    def _curves(self, writer, split: str, distance, same, threshold: float, step: int) -> None:
+    def _curves(self, writer, split: str, distance, same, verdict: Verdict, step: int) -> None:
         if same.min() == same.max():
             return
-        predicted_same = distance < threshold
+        predicted_same = verdict.same(distance)
         marked = (float(predicted_same[same == 0].float().mean()), float(predicted_same[same == 1].float().mean()))
         fpr, tpr = roc_curve(distance, same)
         writer.add_figure(f"figures/{split}_roc", figures.roc_figure(fpr, tpr, marked, f"{split} ROC"), step, close=True)
         writer.add_figure(
             f"figures/{split}_distances",
-            figures.distance_figure(distance, same, threshold, f"{split} pair distances"),
+            figures.distance_figure(distance, same, verdict.threshold, f"{split} pair distances"),
             step,
             close=True,
         )
@@ -148,13 +149,13 @@ class TensorBoardNotebook(pl.Callback):
                 writer.add_histogram("val_distance/different", distance[same == 0], step)
         if not self.figures or trainer.current_epoch % self.every_n_epochs:
             return
-        threshold = float(pl_module.threshold)
-        self._curves(writer, "val", distance, same, threshold, step)
+        verdict = pl_module.verdict
+        self._curves(writer, "val", distance, same, verdict, step)
         datamodule = self._datamodule(trainer)
         if datamodule is not None and self.pairs_shown > 0:
             pairs = datamodule.pairs("val")[: min(self.pairs_shown, len(distance))]
             catalog = datamodule.catalog
-            captions = [self._caption(p, float(d), threshold, catalog.class_names, catalog.labels)
+            captions = [self._caption(p, float(d), verdict, catalog.class_names, catalog.labels)
                         for p, d in zip(pairs, distance.tolist())]
             self._gallery(writer, "pairs/val", datamodule, pairs, captions, "val", step)
 
@@ -164,29 +165,30 @@ class TensorBoardNotebook(pl.Callback):
         if writer is None or scores is None or len(scores.distance) == 0:
             return
         distance, same = scores
-        threshold, step = float(pl_module.threshold), trainer.global_step
+        verdict, step = pl_module.verdict, trainer.global_step
         if self.figures:
-            self._curves(writer, "test", distance, same, threshold, step)
+            self._curves(writer, "test", distance, same, verdict, step)
             # rows: truth (different, same); columns: prediction
-            matrix = binary_confusion_matrix((distance < threshold).long(), same.long())
+            matrix = binary_confusion_matrix(verdict.predicted(distance), same.long())
             writer.add_figure("figures/test_confusion", figures.confusion_figure(matrix, "test pairs"), step, close=True)
         if datamodule is not None and len(distance) == len(datamodule.pairs("test")):
-            self._log_mistakes(writer, datamodule, distance, same, threshold, step)
+            self._log_mistakes(writer, datamodule, distance, same, verdict, step)
             self._log_projector(writer, datamodule, pl_module, step)
 
-    def _log_mistakes(self, writer, datamodule: PairDataModule, distance, same, threshold: float, step: int) -> None:
+    def _log_mistakes(self, writer, datamodule: PairDataModule, distance, same, verdict: Verdict, step: int) -> None:
         if self.pairs_shown <= 0:
             return
         pairs, catalog = datamodule.pairs("test"), datamodule.catalog
-        wrong_same = torch.nonzero((same == 0) & (distance < threshold)).flatten()
-        wrong_different = torch.nonzero((same == 1) & (distance >= threshold)).flatten()
+        called_same = verdict.same(distance)
+        wrong_same = torch.nonzero((same == 0) & called_same).flatten()
+        wrong_different = torch.nonzero((same == 1) & ~called_same).flatten()
         worst = {
             "pairs/test_false_same": wrong_same[torch.argsort(distance[wrong_same])],  # closest first
             "pairs/test_false_different": wrong_different[torch.argsort(distance[wrong_different], descending=True)],
         }
         for tag, order in worst.items():
             chosen = order[: self.pairs_shown].tolist()
-            captions = [self._caption(pairs[k], float(distance[k]), threshold, catalog.class_names, catalog.labels)
+            captions = [self._caption(pairs[k], float(distance[k]), verdict, catalog.class_names, catalog.labels)
                         for k in chosen]
             self._gallery(writer, tag, datamodule, [pairs[k] for k in chosen], captions, "test", step)
 

@@ -15,20 +15,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from siamese.data.batches import ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
+from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row
 from siamese.data.io import image_problem
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
-from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_transform
+from siamese.data.transforms import augment_transform, mirror_draw
 from siamese.errors import UserError, as_number, check
-from siamese.feature_cache import FeatureImages, bank_row
-
+from siamese.files import atomic_write
+from siamese.verdict import Verdict
 
 BAD_IMAGE_POLICIES = ("error", "skip")
-
-
-# A 1x2 image, dark left and bright right: transformed, it shows whether a transform mirrored it.
-MIRROR_PROBE = torch.tensor([0, 255], dtype=torch.uint8).expand(3, 1, 2)
 
 
 class PairDataset(Dataset):
@@ -37,15 +34,19 @@ class PairDataset(Dataset):
     classes from ``labels`` (catalog order).
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
-    With ``yield_rows``, feature-bank rows (``siamese.feature_cache.bank_row``) stand in for the
-    images: mirrored when the transform, with the same random draws, would have mirrored the image.
+    With ``yield_rows``, feature-bank rows (``siamese.data.feature_rows.bank_row``) stand in for the
+    images: mirrored when ``flips`` and the flip transform, with the same random draw, would have
+    mirrored the image.
     """
 
-    def __init__(self, images: Dataset, labels: np.ndarray, transform: Callable, yield_rows: bool = False) -> None:
+    def __init__(
+        self, images: Dataset, labels: np.ndarray, transform: Callable, yield_rows: bool = False, flips: bool = False
+    ) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
         self.yield_rows = yield_rows
+        self.flips = flips
 
     def __getitem__(self, key: PairKey | tuple[int, ...]) -> PairBatch:
         key = PairKey(*key)
@@ -60,8 +61,7 @@ class PairDataset(Dataset):
                          int(self.labels[key.index_a]), int(self.labels[key.index_b]))
 
     def _bank_row(self, index: int) -> int:
-        probe = self.transform(MIRROR_PROBE)
-        return bank_row(index, len(self.labels), mirrored=bool(probe[0, 0, 0] > probe[0, 0, 1]))
+        return bank_row(index, len(self.labels), mirrored=self.flips and mirror_draw())
 
 
 class ImageDataset(Dataset):
@@ -106,8 +106,10 @@ class PairDataModule(pl.LightningDataModule):
     ``num_workers="auto"``: one DataLoader worker per core but one (at most 8);
     ``pin_memory="auto"``: on when CUDA is available.
 
-    It supports the frozen-feature cache (``siamese.feature_cache.FeatureRowSource``):
-    ``feature_images()`` and ``yield_feature_rows()``.
+    ``mean`` and ``std`` normalise the images (the configs resolve them from the backbone).
+    With ``feature_rows`` the dataloaders yield feature-bank rows instead of images, for the
+    frozen-feature cache (``siamese.data.feature_rows``), which follows only ``none`` and
+    ``flip`` augmentation.
     """
 
     def __init__(
@@ -133,8 +135,10 @@ class PairDataModule(pl.LightningDataModule):
         pin_memory: bool | str = "auto",
         prefetch_factor: int = 2,
         seed: int = 42,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        feature_rows: bool = False,
     ) -> None:
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
@@ -168,6 +172,12 @@ class PairDataModule(pl.LightningDataModule):
             check(value is None or value >= 1, f"{key} must be null (the tutorial's rule) or at least 1, got {value}")
             pairs_per_class[name] = value
         m_per_class = None if m_per_class is None else as_number(m_per_class, "data.m_per_class", int)
+        check(
+            not feature_rows or augmentation in CACHEABLE_AUGMENTATIONS,
+            f"model.cache_frozen_features=true computes each image's features once, but data.augmentation="
+            f"{augmentation} changes the images every epoch; set data.augmentation=none or flip, or "
+            "model.cache_frozen_features=false",
+        )
         self.root = root
         self.download = download
         self.dataset = dataset
@@ -178,8 +188,7 @@ class PairDataModule(pl.LightningDataModule):
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
-        mean = IMAGENET_MEAN if mean is None else tuple(float(v) for v in mean)
-        std = IMAGENET_STD if std is None else tuple(float(v) for v in std)
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.mean, self.std = mean, std
         # Applied to the uint8 tensors of the image store (decoded and resized already).
         self.transforms = {
@@ -194,7 +203,7 @@ class PairDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = int(prefetch_factor)
-        self._yield_rows = False
+        self.feature_rows = bool(feature_rows)
         self.images: Dataset | None = None
         self.seed = int(seed)
         self.catalog: ImageCatalog | None = None
@@ -260,10 +269,10 @@ class PairDataModule(pl.LightningDataModule):
         return self.samplers[split].pairs()
 
     def write_pairs(
-        self, split: str, path: Path, distances: Sequence[float] | None = None, threshold: float | None = None
+        self, split: str, path: Path, distances: Sequence[float] | None = None, verdict: Verdict | None = None
     ) -> None:
         """Write a split's pairs as CSV: image paths relative to the data folder, classes, label,
-        and, given the distances in pair order, each distance and predicted label (1 = same)."""
+        and, given the distances in pair order and the verdict, each distance and predicted label (1 = same)."""
         assert self.catalog is not None, "call setup() first"
         catalog = self.catalog
         pairs = self.pairs(split)
@@ -272,9 +281,7 @@ class PairDataModule(pl.LightningDataModule):
         header = ["image_a", "image_b", "class_a", "class_b", "same"]
         if distances is not None:
             header += ["distance", "predicted_same"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "w", newline="") as handle:
+        with atomic_write(path, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             for k, (a, b, same) in enumerate(pairs):
@@ -282,14 +289,14 @@ class PairDataModule(pl.LightningDataModule):
                        catalog.class_names[catalog.labels[b]], same]
                 if distances is not None:
                     distance = float(distances[k])
-                    row += [f"{distance:.6f}", int(threshold is not None and distance < threshold)]
+                    row += [f"{distance:.6f}", int(verdict is not None and verdict.same(distance))]
                 writer.writerow(row)
-        partial.replace(path)
 
     def _dataloader(self, split: str) -> DataLoader:
         assert self.catalog is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
-        dataset = PairDataset(self.images, self.catalog.labels, transform, self._yield_rows)
+        flips = split == "train" and self.augmentation == "flip"
+        dataset = PairDataset(self.images, self.catalog.labels, transform, self.feature_rows, flips)
         return self._loader(dataset, sampler=self.samplers[split])
 
     def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
@@ -308,7 +315,7 @@ class PairDataModule(pl.LightningDataModule):
         """Single images (``ImageBatch``) of ``indices``, unaugmented, in order (bank rows instead
         when the data module yields feature rows, unless ``yield_rows`` says otherwise)."""
         assert self.catalog is not None, "call setup() first"
-        as_rows = self._yield_rows if yield_rows is None else yield_rows
+        as_rows = self.feature_rows if yield_rows is None else yield_rows
         dataset = ImageDataset(self.images, self.catalog.labels, indices, self.transforms["eval"], as_rows)
         return self._loader(dataset, batch_size=self.batch_size * 2)
 
@@ -326,10 +333,6 @@ class PairDataModule(pl.LightningDataModule):
         assert self.catalog is not None, "call setup() first"
         used = self.used_indices()
         return FeatureImages(self.image_dataloader(used, yield_rows=False), used, len(self.catalog), self.augmentation)
-
-    def yield_feature_rows(self, enabled: bool) -> None:
-        """Dataloaders made from now on yield feature-bank rows instead of images."""
-        self._yield_rows = bool(enabled)
 
     def train_dataloader(self) -> DataLoader:
         return self._dataloader("train")

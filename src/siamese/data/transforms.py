@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torchvision.transforms import v2
@@ -25,6 +26,12 @@ def _tutorial_augmentation() -> list[v2.Transform]:
         v2.RandomAffine(degrees=0, scale=(0.6, 1.4)),
         v2.ColorJitter(contrast=0.2),
     ]
+
+
+def mirror_draw() -> bool:
+    """Whether ``v2.RandomHorizontalFlip()`` (``p=0.5``) mirrors the next image: its one draw from
+    torch's generator, made the same way (tests/test_speed.py pins the two together)."""
+    return bool(torch.rand(1) < 0.5)
 
 
 AUGMENTATIONS = {
@@ -72,3 +79,26 @@ def build_transform(
     """
     augment = augment_transform(augmentation, mean, std)  # checks the name first
     return v2.Compose([*prepare_transform(image_size).transforms, *augment.transforms])
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a trained embedder wants its images: resized to ``image_size`` square (aspect ratio not
+    kept), scaled to [0, 1] and normalised with ``mean`` and ``std`` per channel. The numbers are
+    resolved from the trunk when the config is composed (``data.mean``/``data.std``)."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", int(self.image_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def transform(self) -> v2.Compose:
+        """PIL image -> the network's input (3, image_size, image_size)."""
+        return build_transform(self.image_size, "none", self.mean, self.std)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}

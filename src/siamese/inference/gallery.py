@@ -3,32 +3,46 @@
 The file (``torch.save`` of plain types, loaded with ``weights_only=True``) holds the
 embeddings, each image's path (relative to the gallery's root folder, or absolute for images
 added from elsewhere), its label (the class subfolder, or "" for none), its size and mtime
-(to skip unchanged files when adding), the checkpoint's threshold and fingerprint, and the
-preprocessing the embeddings were made with.
+(to skip unchanged files when syncing), the checkpoint's verdict and fingerprint, the
+preprocessing the embeddings were made with, the format version and a SHA-256 checksum of all
+of it, so that a damaged file is refused instead of searched.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from siamese.data.io import find_images, image_problem
 from siamese.errors import UserError
+from siamese.files import atomic_path, load_torch_file
+from siamese.knn import nearest
 
-FORMAT = "siamese-gallery/1"
-BACKENDS = ("auto", "torch", "faiss")
+FORMAT = "siamese-gallery/2"  # /2 added the checksum
+OLD_FORMATS = ("siamese-gallery/1",)
+REBUILD = "rebuild it with python src/index.py ckpt_path=... images=... out=... overwrite=true"
 
 
 @dataclass
 class Neighbours:
-    """The ``k`` nearest gallery entries of each query: (queries, k) gallery rows and distances."""
+    """The nearest gallery entries of each query: (queries, k) gallery rows and distances, nearest first."""
 
     rows: torch.Tensor
     distances: torch.Tensor
+
+
+@dataclass
+class SyncCounts:
+    added: int = 0
+    updated: int = 0
+    dropped: int = 0
+    unchanged: int = 0
 
 
 @dataclass
@@ -45,6 +59,8 @@ class Gallery:
     paths: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each file when embedded
+    # embeddings of rows appended since the last flush() (one concatenation per flush, not per batch)
+    _pending: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,12 +71,28 @@ class Gallery:
 
     # ---- building ----------------------------------------------------------------------------
 
-    def add_folder(self, embedder, folder: Path, batch_size: int = 32) -> tuple[int, int, int]:
-        """Embed the images of ``folder`` not yet in the gallery (or changed since): (added, updated, unchanged)."""
+    def sync_folder(
+        self, embed: Callable[..., torch.Tensor], folder: Path, batch_size: int = 32,
+        checkpoint: Callable[["Gallery"], None] | None = None, checkpoint_seconds: float = 30.0,
+    ) -> SyncCounts:
+        """Make the gallery match ``folder``: embed new images, re-embed changed ones, drop the rows
+        of files that are gone (from ``folder``, or from the disk). ``embed(paths, batch_size, desc,
+        on_batch)`` embeds files (``siamese.inference.embedding.embed_files``); ``checkpoint(self)``
+        is called every ``checkpoint_seconds`` while embedding, to keep the work done so far (an
+        interrupted caller can :meth:`flush` and save the gallery as it stands: every row in it is
+        complete)."""
         files = images_of(folder)
-        keys, stats, todo = [], [], []
+        counts = SyncCounts()
+        present = {self._key(folder / relative) for relative in files}
+        inside = self._key(folder)
+        gone = [
+            row for row, key in enumerate(self.paths)
+            if (key not in present and _is_within(key, inside, self.root)) or not self.file(row).is_file()
+        ]
+        self._drop(gone)
+        counts.dropped = len(gone)
         known = {path: row for row, path in enumerate(self.paths)}
-        unchanged = 0
+        todo: list[tuple[Path, str, str, tuple[int, int]]] = []
         for relative in files:
             path = folder / relative
             key = self._key(path)
@@ -68,36 +100,59 @@ class Gallery:
             file_stat = (int(stat.st_size), int(stat.st_mtime_ns))
             row = known.get(key)
             if row is not None and self.stats[row] == file_stat:
-                unchanged += 1
+                counts.unchanged += 1
                 continue
-            keys.append(key)
-            stats.append(file_stat)
-            todo.append((path, label_of(relative)))
-        bad = [(path, problem) for path, _ in todo if (problem := image_problem(path)) is not None]
+            todo.append((path, key, label_of(relative), file_stat))
+        bad = [(path, problem) for path, *_ in todo if (problem := image_problem(path)) is not None]
         if bad:
             raise UserError(
                 f"{len(bad)} unreadable image(s) in {folder}, first {bad[0][0]} ({bad[0][1]}); remove or replace "
                 "them; the index was not changed"
             )
-        embeddings = embedder.embed_files([path for path, _ in todo], batch_size, desc="embedding")
-        added = updated = 0
-        new_rows: list[torch.Tensor] = []
-        for k, (key, stat, (_, label)) in enumerate(zip(keys, stats, todo)):
-            row = known.get(key)
-            if row is None:
-                self.paths.append(key)
-                self.labels.append(label)
-                self.stats.append(stat)
-                new_rows.append(embeddings[k])
-                added += 1
-            else:
-                self.embeddings[row] = embeddings[k]
-                self.labels[row], self.stats[row] = label, stat
-                updated += 1
-        if new_rows:
-            stacked = torch.stack(new_rows)
-            self.embeddings = stacked if self.embeddings.numel() == 0 else torch.cat([self.embeddings, stacked])
-        return added, updated, unchanged
+
+        last_checkpoint = time.monotonic()
+
+        def store(start: int, embeddings: torch.Tensor) -> None:
+            nonlocal last_checkpoint
+            for k, (_, key, label, stat) in enumerate(todo[start : start + len(embeddings)]):
+                row = known.get(key)
+                if row is None:
+                    known[key] = len(self.paths)
+                    self.paths.append(key)
+                    self.labels.append(label)
+                    self.stats.append(stat)
+                    self._pending.append(embeddings[k : k + 1])
+                    counts.added += 1
+                else:
+                    self.embeddings[row] = embeddings[k]
+                    self.labels[row], self.stats[row] = label, stat
+                    counts.updated += 1
+            if checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds:
+                self.flush()
+                checkpoint(self)
+                last_checkpoint = time.monotonic()
+
+        embed([path for path, *_ in todo], batch_size, "embedding", store)
+        self.flush()
+        return counts
+
+    def flush(self) -> None:
+        """Append the embeddings of the rows added since the last flush."""
+        if self._pending:
+            parts = [self.embeddings] if len(self.embeddings) else []
+            self.embeddings = torch.cat(parts + self._pending)
+            self._pending = []
+
+    def _drop(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        self.flush()
+        dropped = set(rows)
+        keep = [row for row in range(len(self)) if row not in dropped]
+        self.embeddings = self.embeddings[keep]
+        self.paths = [self.paths[row] for row in keep]
+        self.labels = [self.labels[row] for row in keep]
+        self.stats = [self.stats[row] for row in keep]
 
     def _key(self, path: Path) -> str:
         """How ``path`` is stored: relative to the gallery's root when inside it, else absolute."""
@@ -109,58 +164,65 @@ class Gallery:
 
     # ---- saving and loading ------------------------------------------------------------------
 
+    def _state(self) -> dict[str, Any]:
+        self.flush()
+        return {
+            "format": FORMAT,
+            "root": self.root,
+            "fingerprint": self.fingerprint,
+            "checkpoint": self.checkpoint,
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "preprocessing": self.preprocessing,
+            "embeddings": self.embeddings.contiguous(),
+            "paths": self.paths,
+            "labels": self.labels,
+            "stats": [list(s) for s in self.stats],
+        }
+
     def save(self, path: Path) -> None:
-        """Write the gallery to ``path`` whole or not at all."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        torch.save(
-            {
-                "format": FORMAT,
-                "root": self.root,
-                "fingerprint": self.fingerprint,
-                "checkpoint": self.checkpoint,
-                "threshold": self.threshold,
-                "threshold_rule": self.threshold_rule,
-                "preprocessing": self.preprocessing,
-                "embeddings": self.embeddings.contiguous(),
-                "paths": self.paths,
-                "labels": self.labels,
-                "stats": [list(s) for s in self.stats],
-            },
-            partial,
-        )
-        os.replace(partial, path)
+        """Write the gallery to ``path`` whole or not at all, with the checksum of its contents."""
+        state = self._state()
+        state["checksum"] = _checksum(state)
+        with atomic_path(path) as partial:
+            torch.save(state, partial)
 
     @classmethod
     def load(cls, path: Path) -> "Gallery":
-        """A gallery written by :meth:`save`, or a UserError naming the file."""
-        if not path.is_file():
-            raise UserError(f"index {path} does not exist; build it with python src/index.py ckpt_path=... images=...")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or foreign files raise many types
-            raise UserError(f"index {path} is not a readable index ({type(exc).__name__}); rebuild it") from exc
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise UserError(f"{path} is not an index written by src/index.py; rebuild it")
-        embeddings = state["embeddings"]
-        if embeddings.ndim != 2 or len(embeddings) != len(state["paths"]):
-            raise UserError(f"index {path} is damaged ({len(embeddings)} embeddings, {len(state['paths'])} paths); rebuild it")
-        return cls(
-            root=state["root"],
-            fingerprint=state["fingerprint"],
-            checkpoint=state["checkpoint"],
-            threshold=float(state["threshold"]),
-            threshold_rule=state["threshold_rule"],
-            preprocessing=dict(state["preprocessing"]),
-            embeddings=embeddings.float(),
-            paths=list(state["paths"]),
-            labels=list(state["labels"]),
-            stats=[(int(a), int(b)) for a, b in state["stats"]],
+        """A gallery written by :meth:`save`, or a UserError naming the file and the fix."""
+        state = load_torch_file(
+            path, f"index {path} does not exist; build it with python src/index.py ckpt_path=... images=...",
+            f"index {path} is not a readable index ({{error}}); rebuild it",
         )
+        if not isinstance(state, dict) or state.get("format") not in (FORMAT, *OLD_FORMATS):
+            raise UserError(f"{path} is not an index written by src/index.py; rebuild it")
+        try:
+            gallery = cls(
+                root=str(state["root"]),
+                fingerprint=str(state["fingerprint"]),
+                checkpoint=str(state["checkpoint"]),
+                threshold=float(state["threshold"]),
+                threshold_rule=str(state["threshold_rule"]),
+                preprocessing=dict(state["preprocessing"]),
+                embeddings=state["embeddings"].float(),
+                paths=[str(p) for p in state["paths"]],
+                labels=[str(label) for label in state["labels"]],
+                stats=[(int(a), int(b)) for a, b in state["stats"]],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"index {path} is damaged ({type(exc).__name__}: {exc}); {REBUILD}") from None
+        if gallery.embeddings.ndim != 2 or not len(gallery.embeddings) == len(gallery.paths) == len(gallery.labels) \
+                == len(gallery.stats):
+            raise UserError(
+                f"index {path} is damaged ({len(gallery.embeddings)} embeddings, {len(gallery.paths)} paths); rebuild it"
+            )
+        if state["format"] == FORMAT and state.get("checksum") != _checksum(state):
+            raise UserError(f"index {path} is damaged (its checksum does not match its contents); {REBUILD}")
+        return gallery
 
-    def check_embedder(self, embedder, index_path: Path) -> None:
-        """A UserError unless ``embedder`` is the checkpoint the gallery was built with."""
-        if embedder.fingerprint != self.fingerprint:
+    def check_embedder(self, fingerprint: str, index_path: Path) -> None:
+        """A UserError unless ``fingerprint`` is that of the checkpoint the gallery was built with."""
+        if fingerprint != self.fingerprint:
             raise UserError(
                 f"index {index_path} was built with another checkpoint ({self.checkpoint}); use that checkpoint "
                 "or rebuild the index with this one"
@@ -175,16 +237,18 @@ class Gallery:
         """The ``k`` nearest gallery entries of each query embedding, nearest first.
 
         ``exclude[i]``, when given, is a gallery row query ``i`` may not return (the query itself).
-        ``rows`` limits the search to those gallery rows (e.g. the labelled ones).
+        ``rows`` limits the search to those gallery rows (e.g. the labelled ones). Every query gets
+        the same number of neighbours: ``k``, capped at the number of candidates (less one when
+        some query is itself in the gallery).
         """
         candidates = torch.arange(len(self)) if rows is None else rows
         if k < 1:
             raise UserError(f"k must be at least 1, got {k}")
-        if k > len(candidates):
-            raise UserError(f"k={k} is larger than the gallery ({len(candidates)} images); lower k")
         extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
-        depth = min(k + extra, len(candidates))
-        distances, found = nearest(self.embeddings[candidates], queries, depth, backend)
+        k = self.capped_k(k, len(candidates), extra)
+        if k == 0:
+            raise UserError("the gallery has no other image to return; index more images")
+        distances, found = nearest(self.embeddings[candidates], queries, min(k + extra, len(candidates)), backend)
         found = candidates[found]
         if extra:
             keep_rows, keep_distances = [], []
@@ -194,6 +258,29 @@ class Gallery:
                 keep_distances.append(distances[i][mask][:k])
             found, distances = torch.stack(keep_rows), torch.stack(keep_distances)
         return Neighbours(rows=found[:, :k], distances=distances[:, :k])
+
+    @staticmethod
+    def capped_k(k: int, candidates: int, excluded: int = 0) -> int:
+        """The number of neighbours a search returns for ``k``: at most the candidates, less the excluded."""
+        return max(0, min(k, candidates - excluded))
+
+
+def _checksum(state: dict[str, Any]) -> str:
+    """SHA-256 of everything a gallery file holds but the checksum itself."""
+    digest = hashlib.sha256()
+    meta = {key: value for key, value in state.items() if key not in ("embeddings", "checksum")}
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    embeddings = state["embeddings"]
+    digest.update(str(tuple(embeddings.shape)).encode())
+    digest.update(embeddings.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _is_within(key: str, folder_key: str, root: str) -> bool:
+    """Whether the stored path ``key`` lies inside the folder stored as ``folder_key``."""
+    path = Path(root) / key if not Path(key).is_absolute() else Path(key)
+    folder = Path(root) / folder_key if not Path(folder_key).is_absolute() else Path(folder_key)
+    return folder == path or folder in path.parents
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -209,63 +296,3 @@ def images_of(folder: Path) -> list[Path]:
 def label_of(relative: Path) -> str:
     """The class of an image from a folder-per-class layout (its first folder), or "" at the top."""
     return relative.parts[0] if len(relative.parts) > 1 else ""
-
-
-def resolve_backend(backend: str) -> str:
-    """``auto``: faiss when installed, torch otherwise."""
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
-    if backend == "torch":
-        return backend
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        if backend == "faiss":
-            raise UserError('backend=faiss needs faiss-cpu: pip install -e ".[index]", or use backend=torch') from None
-        return "torch"
-    return "faiss"
-
-
-class TorchSearch:
-    """Exact Euclidean search in torch, a chunk of queries at a time (nothing to build)."""
-
-    def __init__(self, embeddings: torch.Tensor, chunk_size: int = 1024) -> None:
-        self.embeddings, self.chunk_size = embeddings.float().contiguous(), chunk_size
-
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        all_distances, all_rows = [], []
-        for start in range(0, len(queries), self.chunk_size):
-            chunk = queries[start : start + self.chunk_size].float()
-            values, rows = torch.cdist(chunk, self.embeddings).topk(k, dim=1, largest=False)
-            all_distances.append(values.clamp_min(1e-7**0.5))
-            all_rows.append(rows)
-        if not all_rows:
-            return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-        return torch.cat(all_distances), torch.cat(all_rows)
-
-
-class FaissSearch:
-    """Exact Euclidean search with a faiss flat index (faster for large galleries)."""
-
-    def __init__(self, embeddings: torch.Tensor) -> None:
-        import faiss
-
-        self.index = faiss.IndexFlatL2(embeddings.shape[1])
-        self.index.add(embeddings.float().contiguous().numpy())
-
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        squared, rows = self.index.search(queries.float().contiguous().numpy(), k)
-        return torch.from_numpy(squared).clamp_min(1e-7).sqrt(), torch.from_numpy(rows).long()
-
-
-def search_index(embeddings: torch.Tensor, backend: str = "auto") -> TorchSearch | FaissSearch:
-    """A searchable index of ``embeddings`` with ``backend`` (``auto``: faiss when installed)."""
-    return FaissSearch(embeddings) if resolve_backend(backend) == "faiss" else TorchSearch(embeddings)
-
-
-def nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int, backend: str = "auto"):
-    """Exact Euclidean k nearest neighbours: (distances, rows), each (queries, k), nearest first.
-
-    Distances are ``sqrt(max(d², 1e-7))`` like the network's, so they compare with its threshold.
-    """
-    return search_index(gallery, backend).search(queries, k)

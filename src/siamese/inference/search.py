@@ -13,7 +13,9 @@ from PIL import Image, ImageDraw, ImageOps
 
 from siamese.data.io import find_images, read_rgb
 from siamese.errors import UserError
+from siamese.files import atomic_path, atomic_write
 from siamese.inference.gallery import Gallery, Neighbours, label_of
+from siamese.verdict import Verdict
 
 UNKNOWN = "unknown"
 
@@ -38,11 +40,11 @@ def read_queries(query: Path) -> list[Query]:
     return [Query(query / relative, label_of(relative)) for relative in files]
 
 
-def vote(labels: Sequence[str], distances: Sequence[float], threshold: float) -> tuple[str, int]:
+def vote(labels: Sequence[str], distances: Sequence[float], verdict: Verdict) -> tuple[str, int]:
     """The label most of the nearest labelled neighbours have (ties: the one with the nearer
-    member), and how many voted for it; ``unknown`` (0 votes) when even the nearest is at or
-    beyond ``threshold``."""
-    if not labels or distances[0] >= threshold:
+    member), and how many voted for it; ``unknown`` (0 votes) when even the nearest is not the
+    same kind by ``verdict``."""
+    if not labels or not verdict.same(distances[0]):
         return UNKNOWN, 0
     counts = Counter(labels)
     nearest_rank = {label: labels.index(label) for label in counts}  # neighbours come nearest first
@@ -59,11 +61,12 @@ class Identification:
     label: str
     votes: int
     nearest_distance: float
+    voters: int
     correct: bool | None = None
 
 
 def identify(
-    gallery: Gallery, queries: list[Query], embeddings: torch.Tensor, k: int, threshold: float, backend: str,
+    gallery: Gallery, queries: list[Query], embeddings: torch.Tensor, k: int, verdict: Verdict, backend: str,
     exclude: list[int | None],
 ) -> list[Identification]:
     """Name each query by a k-NN vote among the labelled gallery images (or ``unknown``).
@@ -74,14 +77,14 @@ def identify(
     labelled = torch.tensor([row for row, label in enumerate(gallery.labels) if label], dtype=torch.long)
     if len(labelled) == 0:
         raise UserError("identify=true needs a labelled gallery: index a folder with one subfolder per class")
-    neighbours = gallery.search(embeddings, min(k, len(labelled)), backend, exclude, rows=labelled)
+    neighbours = gallery.search(embeddings, k, backend, exclude, rows=labelled)
     known_labels = set(gallery.labels)
     result = []
     for i, query in enumerate(queries):
         labels = [gallery.labels[int(r)] for r in neighbours.rows[i]]
         distances = neighbours.distances[i].tolist()
-        label, votes = vote(labels, distances, threshold)
-        item = Identification(query, label, votes, distances[0])
+        label, votes = vote(labels, distances, verdict)
+        item = Identification(query, label, votes, distances[0], len(labels))
         if query.label:
             expected = query.label if query.label in known_labels else UNKNOWN
             item.correct = label == expected
@@ -91,13 +94,10 @@ def identify(
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     """Write a CSV whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    partial.replace(path)
 
 
 def neighbour_rows(gallery: Gallery, queries: list[Query], neighbours: Neighbours) -> list[list]:
@@ -139,7 +139,5 @@ def contact_sheet(
             label = gallery.labels[row]
             frame = "#bbbbbb" if not (query.label and label) else "#2e9e44" if label == query.label else "#d03030"
             paste(gallery.file(row), column, line, frame, f"{distance:.3f}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    sheet.save(partial, format="PNG")
-    partial.replace(path)
+    with atomic_path(path, "sheet") as partial:
+        sheet.save(partial, format="PNG")

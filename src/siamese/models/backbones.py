@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -14,6 +14,7 @@ from torchvision import models
 
 from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from siamese.errors import UserError, as_number
+from siamese.models.state_dicts import load_state_dict_file
 
 
 def _features_trunk(model: nn.Module) -> nn.Module:
@@ -74,58 +75,6 @@ def build_classifier(name: str, weights: str | None = "DEFAULT", weights_path: s
         ) from exc
 
 
-def state_dict_mismatch(model: nn.Module, state: dict) -> str | None:
-    """How ``state`` fails to fit ``model`` exactly (missing, unexpected, reshaped keys), or None."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    details = [
-        f"{len(keys)} {what} (first: {keys[0]})"
-        for what, keys in [("missing keys", missing), ("unexpected keys", unexpected),
-                           ("tensors of another shape", wrong_shape)]
-        if keys
-    ]
-    return ", ".join(details) or None
-
-
-def read_state_dict(path: Path, name: str) -> dict:
-    """A state_dict from a torch file (loaded with ``weights_only``) or a ``.safetensors`` file."""
-    if not path.is_file():
-        raise UserError(f"backbone.weights_path {path} does not exist; point it at a state_dict file of {name}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign files raise many types
-        raise UserError(
-            f"backbone.weights_path {path} is not a readable PyTorch or safetensors state_dict "
-            f"({type(exc).__name__}); check the file"
-        ) from exc
-    if not isinstance(state, dict):
-        raise UserError(f"backbone.weights_path {path} holds a {type(state).__name__}, not a state_dict")
-    return state
-
-
-def load_state_dict_file(model: nn.Module, path: Path, name: str, ignored: Iterable[str] = ()) -> None:
-    """Load a state_dict file into ``model`` strictly, turning every way it can fail into a
-    UserError. Keys under the ``ignored`` prefixes (a classifier the trunk does not have) are dropped."""
-    state = read_state_dict(path, name)
-    prefixes = tuple(f"{prefix}." for prefix in ignored)
-    if prefixes:
-        state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
-    mismatch = state_dict_mismatch(model, state)
-    if mismatch:
-        raise UserError(
-            f"backbone.weights_path {path} does not match {name}: {mismatch}; "
-            "use weights saved from that model or pick the matching backbone"
-        )
-    model.load_state_dict(state, strict=True)
-
-
 class Backbone(nn.Module):
     """A torchvision classifier without its head: images (N, 3, H, W) -> feature map (N, C, h, w).
 
@@ -136,12 +85,10 @@ class Backbone(nn.Module):
     their scale and shift, but normalise with the pretrained statistics instead of those of
     a small batch (a few pairs), which fine-tuning with small batches needs.
 
-    ``mean`` and ``std`` are the input normalisation the weights expect (``data.mean``/``data.std``
-    follow them unless set).
+    The input normalisation the weights expect is resolved from the config, not from the
+    module (``trunk_normalization``). :meth:`spec` rebuilds the same architecture without
+    weights, for loading a checkpoint.
     """
-
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
 
     def __init__(
         self,
@@ -153,6 +100,7 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         self.name = name
+        self._arguments = {"trainable_fraction": trainable_fraction, "train_batchnorm": train_batchnorm}
         self._setup(self._build_trunk(name, weights, weights_path), trainable_fraction, train_batchnorm)
 
     def _build_trunk(self, name: str, weights: str | None, weights_path: str | None) -> nn.Sequential:
@@ -182,6 +130,12 @@ class Backbone(nn.Module):
             name for name, m in self.trunk.named_modules() if isinstance(m, _BatchNorm) and m in eval_layers
         }
         self.train()
+
+    def spec(self) -> dict[str, Any]:
+        """A config (``_target_`` and arguments) that builds this trunk's architecture without
+        downloading or reading any weights: what a checkpoint's weights are loaded into."""
+        return {"_target_": _target(self), "name": self.name, "weights": None, "weights_path": None,
+                **self._arguments}
 
     probe_size: int = 64  # the side of the image that counts the trunk's output channels
 
@@ -236,14 +190,21 @@ class TimmBackbone(Backbone):
         self._model_kwargs = dict(model_kwargs or {})
         super().__init__(name, pretrained, weights_path, trainable_fraction, train_batchnorm)
 
+    def spec(self) -> dict[str, Any]:
+        return {"_target_": _target(self), "name": self.name, "pretrained": False, "weights_path": None,
+                "model_kwargs": dict(self._model_kwargs), **self._arguments}
+
     def _build_trunk(self, name: str, pretrained: bool | None, weights_path: str | None) -> nn.Sequential:
         model = build_timm_model(name, bool(pretrained), weights_path, self._model_kwargs)
         config = model.pretrained_cfg
-        self.mean, self.std = timm_normalization(name)  # what data.mean/std follow (fill_normalization)
         self.input_size = int(config.get("input_size", (3, 224, 224))[-1])
         if config.get("fixed_input_size") or not _accepts_size(model, self.probe_size):
             self.probe_size = self.input_size
         return timm_trunk(model, self.probe_size)
+
+
+def _target(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def _accepts_size(model: nn.Module, size: int) -> bool:
@@ -255,24 +216,33 @@ def _accepts_size(model: nn.Module, size: int) -> bool:
         return False
 
 
-def normalization(backbone_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The input mean and std a backbone config's weights expect: a timm model's pretrained
-    config, ImageNet's for the torchvision trunks."""
-    if str(backbone_cfg.get("_target_", "")).endswith("TimmBackbone"):
-        return timm_normalization(str(backbone_cfg.name))
-    return IMAGENET_MEAN, IMAGENET_STD
+def trunk_normalization(backbone_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input mean and std a backbone config's weights expect: a timm model's data config
+    (timm's ``resolve_data_config``), a torchvision model's weights transforms. The configs
+    resolve ``data.mean``/``data.std`` through it when they are composed (``${trunk_mean:...}``)."""
+    target = str(backbone_cfg.get("_target_", ""))
+    name = str(backbone_cfg.get("name"))
+    if target == f"{TimmBackbone.__module__}.{TimmBackbone.__qualname__}":  # the class the config builds
+        return timm_normalization(name)
+    if name not in TRUNKS:
+        raise UserError(f"unknown backbone '{name}'; choose one of: {', '.join(TRUNKS)}")
+    weights = backbone_cfg.get("weights") or "DEFAULT"  # random weights: normalise as the trained ones do
+    choices = models.get_model_weights(name)
+    if weights not in choices.__members__:
+        return IMAGENET_MEAN, IMAGENET_STD  # build_classifier names the bad value with the choices
+    transform = choices[weights].transforms()
+    return tuple(float(v) for v in transform.mean), tuple(float(v) for v in transform.std)
 
 
 def timm_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The mean and std of a timm model's pretrained config (ImageNet's when it has none)."""
+    """The mean and std of a timm model's pretrained data config."""
     import timm
+    from timm.data import resolve_data_config
 
     if not timm.models.is_model(name):
         raise UserError(unknown_timm_model(name))
-    config = timm.models.get_pretrained_cfg(name)
-    mean = getattr(config, "mean", None) or IMAGENET_MEAN
-    std = getattr(config, "std", None) or IMAGENET_STD
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    config = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(name).to_dict())
+    return tuple(float(v) for v in config["mean"]), tuple(float(v) for v in config["std"])
 
 
 def unknown_timm_model(name: str) -> str:

@@ -10,13 +10,19 @@ from torch import nn
 
 from siamese.data.batches import ImageBatch, PairBatch
 from siamese.errors import UserError, as_number
-from siamese.feature_cache import CACHEABLE_AUGMENTATIONS, FeatureCache, FeatureRowSource
+from siamese.feature_cache import FeatureCache
 from siamese.metrics import (
-    FAR_LEVELS, Collector, best_threshold, retrieval_metrics, threshold_at_far, verification_metrics,
+    FAR_LEVELS,
+    Collector,
+    best_threshold,
+    retrieval_metrics,
+    threshold_at_far,
+    verification_metrics,
 )
-from siamese.models.network import SiameseNetwork, average_with_mirror
+from siamese.models.embedder import Embedder
+from siamese.verdict import Verdict, threshold_rule
 
-PAIRS, IMAGES = 0, 1  # dataloader indices of a test run: pairs, then single images for retrieval
+PAIRS = 0  # dataloader index of a test run's pairs (then single images for retrieval)
 
 
 class PairScores(NamedTuple):
@@ -53,9 +59,9 @@ def in_order(position: torch.Tensor) -> torch.Tensor:
 
 
 class SiameseModule(pl.LightningModule):
-    """Trains ``network`` with ``loss`` on ``PairBatch`` batches (``siamese.data.batches``).
+    """Trains ``network`` (an ``Embedder``) with ``loss`` on ``PairBatch`` batches (``siamese.data.batches``).
 
-    A pair is predicted "same" when its distance is below the threshold. With
+    A pair is predicted "same" by the module's ``verdict``: its distance below the threshold. With
     ``threshold=None`` it is calibrated after every validation epoch, as the distance that
     maximises validation accuracy, or, with ``threshold_far``, the largest distance whose false
     accept rate on the validation pairs is at most ``threshold_far``; a number fixes it. The threshold is a buffer, so the
@@ -77,13 +83,11 @@ class SiameseModule(pl.LightningModule):
     ``test_map@r``. What the last evaluation scored is available to callbacks through
     ``evaluated_pairs(split)`` and ``evaluated_images()``.
 
-    Speed options (the results stay the same): ``channels_last`` stores the network and its
-    inputs in NHWC order, which convolutions on recent CPUs and GPUs run faster; ``compile`` runs
-    the embedding through ``torch.compile``; ``cache_frozen_features`` computes the frozen blocks
-    at the start of the backbone once per image (at the start of fit, validate and test) and
-    trains only the rest (``siamese.feature_cache``). The last needs images that are the same every
-    epoch (``data.augmentation=none``) or one of two (``flip``: both orientations are cached, and
-    each training image takes the one the uncached path would have drawn).
+    Speed options (the results stay the same): ``compile`` runs the embedding through
+    ``torch.compile``; ``cache_frozen_features`` computes the frozen blocks at the start of the
+    backbone once per image (at the start of fit, validate and test) and trains only the rest
+    (``siamese.feature_cache``): the data module then yields feature-bank rows instead of
+    images (``data.feature_rows``, which follows this key in the configs).
 
     Validation and test metrics are computed once per epoch over every pair of the split, in
     pair order (``position``): under DDP the scores of all processes are gathered, put back in
@@ -93,18 +97,16 @@ class SiameseModule(pl.LightningModule):
 
     def __init__(
         self,
-        network: SiameseNetwork,
+        network: Embedder,
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         threshold: float | None = None,
         backbone_lr: float | None = None,
-        channels_last: bool = True,
         compile: bool = False,
         cache_frozen_features: bool = False,
         miner: nn.Module | None = None,
         threshold_far: float | None = None,
-        test_time_flip: bool = False,
         warmup_steps: int = 0,
     ) -> None:
         super().__init__()
@@ -126,7 +128,7 @@ class SiameseModule(pl.LightningModule):
         self.backbone_lr = backbone_lr
         self.calibrate_threshold = threshold is None
         self.threshold_far = threshold_far
-        self.test_time_flip = bool(test_time_flip)
+        self.threshold_rule = threshold_rule(threshold, threshold_far)
         self.warmup_steps = warmup_steps
         self.register_buffer("threshold", torch.tensor(0.5 if threshold is None else float(threshold)))
         self.pair_scores = nn.ModuleDict(
@@ -137,80 +139,53 @@ class SiameseModule(pl.LightningModule):
         self._test_images: ImageEmbeddings | None = None
         # The Hydra config of the run, saved into checkpoints so that they can be evaluated alone.
         self.run_config: dict[str, Any] | None = None
-        self.channels_last = channels_last
-        if channels_last:
-            self.network.to(memory_format=torch.channels_last)
         self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
-        self.embed_images, self.embed_front_features = network.embed, network.embed_front_features
-        self.cache_frozen_features = cache_frozen_features
-        self.feature_cache = FeatureCache()
+        self.embed_images: Callable[[torch.Tensor], torch.Tensor] = network
+        self.embed_front_features = network.embed_front_features
+        self.feature_cache = FeatureCache() if cache_frozen_features else None
         self.last_validation_step: int | None = None  # global step of the last validation epoch of a fit
 
-    def setup(self, stage: str) -> None:
-        if self.compile_embedding and self.embed_images == self.network.embed:  # not compiled yet
-            self.embed_images = torch.compile(self.network.embed)
-            self.embed_front_features = torch.compile(self.network.embed_front_features)
-        if self.cache_frozen_features:
-            self._check_feature_cache()
-            self.trainer.datamodule.yield_feature_rows(True)
+    @classmethod
+    def evaluating(cls, network: Embedder, loss: nn.Module, verdict: Verdict) -> "SiameseModule":
+        """A module that scores pairs with a trained embedder and its verdict (``eval.py``): no
+        optimizer, nothing calibrated."""
+        module = cls(network, loss, optimizer=None, threshold=verdict.threshold)
+        module.threshold_rule = verdict.rule
+        return module.eval()
 
-    def _check_feature_cache(self) -> None:
-        datamodule = self.trainer.datamodule
-        if not isinstance(datamodule, FeatureRowSource):
-            raise UserError(
-                "model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder)"
-            )
-        augmentation = datamodule.augmentation
-        if augmentation not in CACHEABLE_AUGMENTATIONS:
-            raise UserError(
-                f"model.cache_frozen_features=true computes each image's features once, but "
-                f"data.augmentation={augmentation} changes the images every epoch; set "
-                "data.augmentation=none or flip, or model.cache_frozen_features=false"
-            )
-        if self.network.backbone.frozen_blocks == 0:
-            raise UserError(
-                "model.cache_frozen_features=true: the backbone's first block already trains, so nothing can be "
-                "cached; lower backbone.trainable_fraction or set model.cache_frozen_features=false"
-            )
+    @property
+    def verdict(self) -> Verdict:
+        """The threshold in use (calibrated, fixed or loaded) and the rule that chose it."""
+        return Verdict(float(self.threshold), self.threshold_rule)
+
+    def setup(self, stage: str) -> None:
+        if self.compile_embedding and self.embed_images is self.network:  # not compiled yet
+            self.embed_images = torch.compile(self.network)
+            self.embed_front_features = torch.compile(self.network.embed_front_features)
 
     def on_fit_start(self) -> None:
-        self._compute_front_features()
+        self._build_feature_cache()
 
     def on_validation_start(self) -> None:
-        self._compute_front_features()
+        self._build_feature_cache()
 
     def on_test_start(self) -> None:
-        self._compute_front_features()
+        self._build_feature_cache()
 
-    def _compute_front_features(self) -> None:
-        """Run every image the splits use through the frozen front of the backbone, once."""
-        if not self.cache_frozen_features or self.feature_cache.built:
-            return
-        images = self.trainer.datamodule.feature_images()
-        mirrored = images.augmentation == "flip" or self.test_time_flip
-        self.feature_cache.build(self.network.backbone.front(), images, self.device, self._to_model_format, mirrored)
-
-    def _to_model_format(self, images: torch.Tensor) -> torch.Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+    def _build_feature_cache(self) -> None:
+        if self.feature_cache is not None and not self.feature_cache.built:
+            self.feature_cache.build_for(self.trainer.datamodule, self.network, self.device)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Embeddings of images, or of feature-bank rows (catalog indices) when the frozen features are
-        cached. With ``test_time_flip``, outside training: the mean of the embeddings of each image and
-        its mirror image (normalised again when the network normalises)."""
-        if not self.test_time_flip or self.training:
-            return self._embed_once(inputs)
-        if self.cache_frozen_features:
-            mirrored = self.feature_cache.mirrored(inputs)
-        else:
-            mirrored = inputs.flip(-1)
-        return average_with_mirror(
-            self._embed_once(inputs), self._embed_once(mirrored), self.network.normalize_embedding
-        )
-
-    def _embed_once(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.cache_frozen_features:
-            return self.embed_front_features(self.feature_cache.features(inputs))
-        return self.embed_images(self._to_model_format(inputs))
+        cached; with the embedder's test-time flip outside training in both cases."""
+        if self.feature_cache is None:
+            return self.embed_images(inputs)
+        embedding = self.embed_front_features(self.feature_cache.features(inputs))
+        if not self.network.test_time_flip or self.training:
+            return embedding
+        mirrored = self.embed_front_features(self.feature_cache.features(self.feature_cache.mirrored(inputs)))
+        return self.network.average_with_mirror(embedding, mirrored)
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         return self.network.halves_distance(self.embed(torch.cat([images_a, images_b])))
@@ -298,12 +273,15 @@ class SiameseModule(pl.LightningModule):
         self.log(f"{split}_loss", float(self.loss(distance, same)), prog_bar=True, **log)
         if same.min() == same.max():
             return {}  # nothing more to score (e.g. a limited sanity check with one class of pairs)
-        metrics = verification_metrics(distance, same, float(self.threshold), **kwargs)
+        metrics = verification_metrics(distance, same, self.verdict, **kwargs)
         for name, value in metrics.items():
             self.log(f"{split}_{name}", value, prog_bar=split == "val" and name in ("auroc", "acc"), **log)
         return metrics
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What using the model needs, readable without the training config (siamese.checkpoints.load_for_use).
+        checkpoint["embedder"] = self.network.spec()
+        checkpoint["verdict"] = self.verdict.as_dict()
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
 

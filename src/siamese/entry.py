@@ -1,0 +1,108 @@
+"""What every entry script of src/ does around its work: a user's mistake or a stop as one line
+and an exit status, and Lightning's console kept to what says something about the run."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+import warnings
+from typing import Callable, TypeVar
+
+from siamese.errors import find_user_error
+
+T = TypeVar("T")
+
+
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's start-up lines that say nothing about the run: an advertisement, and a
+    note per split that limit_*_batches=1.0 uses all batches."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "litlogger" not in message and "was configured so 100%" not in message
+
+
+def quiet_lightning() -> None:
+    """Filter the Lightning warnings and lines that are expected here (called by the entry scripts)."""
+    # Frozen BatchNorm layers are in eval mode on purpose (see Backbone).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", module="pytorch_lightning")
+    # Under DDP, evaluation puts gathered scores back in order and drops the sampler's repeats (see SiameseModule).
+    warnings.filterwarnings(
+        "ignore", message="Using `DistributedSampler` with the dataloaders", module="pytorch_lightning"
+    )
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _QuietLightning) for f in logger.filters):
+        logger.addFilter(_QuietLightning())
+
+
+class Stopped(Exception):
+    """A run stopped by SIGTERM or Ctrl-C outside fitting (where Lightning handles them)."""
+
+    def __init__(self, signal_name: str, when: str = "") -> None:
+        super().__init__(f"stopped by {signal_name}" + (f" {when}" if when else ""))
+        self.signal_name = signal_name
+
+
+@contextlib.contextmanager
+def stop_on_signals(when: str = ""):
+    """Turn SIGTERM and Ctrl-C into :class:`Stopped` (its message ends with ``when``, e.g. "before
+    the metrics were written"), which ``report_user_errors`` reports in one line with exit status
+    128 + the signal's number.
+
+    The DataLoader workers get the same signal and die; the error that causes in the main process
+    is reported as the stop too.
+    """
+    received: list[str] = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        received.append(name)
+        raise Stopped(name, when)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except Stopped:
+        raise
+    except BaseException as exc:
+        if received:
+            raise Stopped(received[0], when) from exc
+        raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
+    """Print ``error: <sentence>`` and exit 2 for a UserError (anywhere in the cause chain).
+
+    With ``HYDRA_FULL_ERROR=1`` the error propagates with its full traceback instead.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        quiet_lightning()
+        try:
+            return func(*args, **kwargs)
+        except SystemExit as exc:
+            from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+            if isinstance(exc, SIGTERMException):  # Lightning stopped on SIGTERM; a callback saved a checkpoint
+                print("error: stopped by SIGTERM; continue with resume=<run dir>", file=sys.stderr)
+                raise SystemExit(143) from None
+            raise
+        except Stopped as exc:
+            print(f"error: {exc}; run the same command again", file=sys.stderr)
+            raise SystemExit(128 + signal.Signals[exc.signal_name].value) from None
+        except Exception as exc:
+            user_error = find_user_error(exc)
+            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {user_error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,62 @@
+"""Exact Euclidean k nearest neighbours: torch in chunks (nothing to build), or a faiss flat index."""
+
+from __future__ import annotations
+
+import torch
+
+from siamese.errors import UserError
+from siamese.models.embedder import DISTANCE_EPS
+
+BACKENDS = ("auto", "torch", "faiss")
+
+
+def chunked_nearest(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size: int = 1024, self_rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distances, rows), each (queries, k), nearest first, ``chunk_size`` queries at a time (memory
+    grows linearly). ``self_rows[i]``, when given, is a gallery row query ``i`` may not return.
+    Distances are ``sqrt(max(d², DISTANCE_EPS))`` like the network's, so they compare with its threshold."""
+    gallery = gallery.float().contiguous()
+    all_distances, all_rows = [], []
+    for start in range(0, len(queries), chunk_size):
+        chunk = queries[start : start + chunk_size].float()
+        distance = torch.cdist(chunk, gallery)
+        if self_rows is not None:
+            distance[torch.arange(len(chunk)), self_rows[start : start + chunk_size]] = float("inf")
+        values, rows = distance.topk(k, dim=1, largest=False)
+        all_distances.append(values.clamp_min(DISTANCE_EPS**0.5))
+        all_rows.append(rows)
+    if not all_rows:
+        return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
+    return torch.cat(all_distances), torch.cat(all_rows)
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto``: faiss when installed, torch otherwise."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return backend
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        if backend == "faiss":
+            raise UserError('backend=faiss needs faiss-cpu: pip install -e ".[index]", or use backend=torch') from None
+        return "torch"
+    return "faiss"
+
+
+def _faiss_nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import faiss
+
+    index = faiss.IndexFlatL2(gallery.shape[1])
+    index.add(gallery.float().contiguous().numpy())
+    squared, rows = index.search(queries.float().contiguous().numpy(), k)
+    return torch.from_numpy(squared).clamp_min(DISTANCE_EPS).sqrt(), torch.from_numpy(rows).long()
+
+
+def nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int, backend: str = "auto"):
+    """Exact Euclidean k nearest neighbours with ``backend``: (distances, rows), each (queries, k), nearest first."""
+    if resolve_backend(backend) == "faiss":
+        return _faiss_nearest(gallery, queries, k)
+    return chunked_nearest(queries, gallery, k)
