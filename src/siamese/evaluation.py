@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +18,7 @@ from siamese.checkpoints import config_with_overrides, load_checkpoint, load_for
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.files import atomic_write
+from siamese.inference.progress import Progress
 from siamese.models.module import SiameseModule
 from siamese.tables import format_table
 from siamese.training import build_trainer
@@ -35,10 +37,33 @@ FIT_ONLY_CALLBACKS = (
 WHOLE_SPLIT = {"limit_val_batches": 1.0, "limit_test_batches": 1.0, "fast_dev_run": False, "overfit_batches": 0.0}
 
 
+class ProgressLines(pl.Callback):
+    """Progress of an evaluation in batches (``siamese.inference.progress``): lines off a terminal."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def _start(self, trainer: pl.Trainer, what: str, batches: list) -> None:
+        total = int(sum(batches)) if all(b != float("inf") for b in batches) else 0
+        self.progress = Progress(total, what, unit="batches") if total and not sys.stderr.isatty() else None
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer, "testing", trainer.num_test_batches)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer, "validating", trainer.num_val_batches)
+
+    def _advance(self, *args: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
+
+    on_test_batch_end = on_validation_batch_end = _advance
+
+
 def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
     """The training run's trainer config (``trainer.*`` from the command line included), on one
     device, with its callbacks except those of fitting, logging into ``run_dir``."""
-    callbacks = [PairListWriter(str(run_dir), splits=())]
+    callbacks = [PairListWriter(str(run_dir), splits=()), ProgressLines()]
     for name, entry in (merged.get("callbacks") or {}).items():
         if name not in FIT_ONLY_CALLBACKS and entry is not None and "_target_" in entry:
             callbacks.append(instantiate(entry))
