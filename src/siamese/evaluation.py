@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -13,65 +12,29 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from siamese.callbacks import PairListWriter, TensorBoardNotebook
 from siamese.checkpoints import config_with_overrides, load_checkpoint, load_for_use
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.files import atomic_write
-from siamese.inference.progress import Progress
 from siamese.models.module import SiameseModule
 from siamese.tables import format_table
-from siamese.training import build_trainer
+from siamese.training import build_trainer, instantiate_group
 
 log = logging.getLogger(__name__)
 
 # Keys of conf/eval.yaml itself, not of the training run's config.
 EVAL_KEYS = ("ckpt_path", "eval_split", "run_dir", "accelerator")
-# Callbacks of the training config that only make sense while fitting (or write into the training run).
-FIT_ONLY_CALLBACKS = (
-    "model_checkpoint", "last_checkpoint", "early_stopping", "lr_monitor", "checkpoint_on_interrupt", "epoch_log",
-    "pair_lists",
-)
 # Trainer settings that score less than a whole split (debug=fast sets some): evaluation uses these
 # values unless the eval command line sets them itself.
 WHOLE_SPLIT = {"limit_val_batches": 1.0, "limit_test_batches": 1.0, "fast_dev_run": False, "overfit_batches": 0.0}
 
 
-class ProgressLines(pl.Callback):
-    """Progress of an evaluation in batches (``siamese.inference.progress``): lines off a terminal."""
-
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-
-    def _start(self, trainer: pl.Trainer, what: str, batches: list) -> None:
-        total = int(sum(batches)) if all(b != float("inf") for b in batches) else 0
-        self.progress = Progress(total, what, unit="batches") if total and not sys.stderr.isatty() else None
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, "testing", trainer.num_test_batches)
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, "validating", trainer.num_val_batches)
-
-    def _advance(self, *args: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.update(1)
-
-    on_test_batch_end = on_validation_batch_end = _advance
-
-
 def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
     """The training run's trainer config (``trainer.*`` from the command line included), on one
-    device, with its callbacks except those of fitting, logging into ``run_dir``."""
-    callbacks = [PairListWriter(str(run_dir), splits=()), ProgressLines()]
-    for name, entry in (merged.get("callbacks") or {}).items():
-        if name not in FIT_ONLY_CALLBACKS and entry is not None and "_target_" in entry:
-            callbacks.append(instantiate(entry))
-    if not any(isinstance(c, TensorBoardNotebook) for c in callbacks):
-        callbacks.append(TensorBoardNotebook())
+    device, with the evaluation callbacks (conf/callbacks/eval.yaml), logging into ``run_dir``."""
     return build_trainer(
         merged.trainer,
-        callbacks,
+        instantiate_group(merged.callbacks),
         default_root_dir=str(run_dir),
         accelerator=accelerator,
         devices=1,
@@ -90,6 +53,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     checkpoint = load_checkpoint(cfg.ckpt_path)
     merged = config_with_overrides(checkpoint, cfg, overrides, EVAL_KEYS)
     merged.run_dir = cfg.run_dir
+    merged.callbacks = cfg.callbacks  # evaluation's own set, not the training run's
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     for key, value in WHOLE_SPLIT.items():
         if f"trainer.{key}" not in given:

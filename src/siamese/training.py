@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
-from siamese.callbacks.hparams import log_hparams
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.errors import UserError
 from siamese.models.module import SiameseModule
@@ -131,7 +130,6 @@ def train(cfg: DictConfig) -> float | None:
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log_hparams(trainer, cfg, metrics)
         table = format_table(metrics)
         print(table)
         log_to_files(log, logging.INFO, "final metrics (best checkpoint)\n%s", table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from siamese.config import swept_keys
+from siamese.models.module import SiameseModule
 
 # The columns of TensorBoard's HParams tab: name -> key in the run's config.
 HPARAMS = {
@@ -54,6 +56,42 @@ def hparam_values(cfg: DictConfig, swept: set[str]) -> tuple[dict[str, Any], lis
             params[name] = str(value)
     shown = [name for name in dict.fromkeys(shown + list(SHOWN_HPARAMS)) if name in params]
     return params, shown
+
+
+class HParamsSummary(pl.Callback):
+    """At the end of a run's test: one HParams session with the run's main settings (from the run
+    config the module publishes, ``run_config``) and its final metrics: the last validation's
+    ``val_*`` (that of the tested checkpoint), the test's ``test_*`` and ``fit_seconds``, each
+    also written as a ``final/<name>`` scalar."""
+
+    def __init__(self) -> None:
+        self.validation: dict[str, float] = {}
+        self.fit_started: float | None = None
+        self.fit_seconds: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.fit_started = time.monotonic()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.fit_started is not None:
+            self.fit_seconds = round(time.monotonic() - self.fit_started, 1)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validation = _floats(trainer.callback_metrics, "val_")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run_config = pl_module.run_config if isinstance(pl_module, SiameseModule) else None
+        if not trainer.is_global_zero or run_config is None:
+            return
+        metrics = {**self.validation, **_floats(trainer.callback_metrics, "test_")}
+        if self.fit_seconds is not None:
+            metrics["fit_seconds"] = self.fit_seconds
+        log_hparams(trainer, OmegaConf.create(run_config), metrics)
+
+
+def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if name.startswith(prefix)}
 
 
 def log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
