@@ -146,3 +146,34 @@ def test_index_prints_progress_in_a_log(checkpoint, photos, tmp_path):
     result = run_script("src/index.py", f"ckpt_path={checkpoint}", f"images={photos}", f"out={tmp_path / 'g.pt'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "embedding: 14 of 14 images" in result.stderr  # stderr is a pipe here, as in a log
+
+
+def test_shards_on_several_devices_merge_into_the_one_process_index(checkpoint, photos, tmp_path, capsys):
+    from siamese.inference.commands import build_index
+
+    whole = tmp_path / "whole.pt"
+    index(checkpoint, photos, whole)
+    out = tmp_path / "g.pt"
+    for part in ("1/3", "0/3", "2/3"):  # in any order, as an array job finishes
+        index(checkpoint, photos, out, f"shard={part}")
+    assert sorted(p.name for p in tmp_path.glob("g.pt.shard-*")) == [f"g.pt.shard-{k}-of-3" for k in range(3)]
+    build_index(compose_config("index", [f"out={out}", "merge_shards=true"]))
+    assert "14 images from 3 shards" in capsys.readouterr().out
+    merged, expected = Gallery.load(out), Gallery.load(whole)
+    assert merged.paths == expected.paths and merged.labels == expected.labels
+    assert torch.allclose(merged.embeddings, expected.embeddings, atol=1e-6)
+    assert not list(tmp_path.glob("g.pt.shard-*"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["shard=3/3"], "shard=3/3: I must be 0 to N-1"),
+    (["shard=half"], "shard must be I/N"),
+    (["merge_shards=true"], "no shards of"),
+])
+def test_shard_mistakes_are_one_line(overrides, message, checkpoint, photos, tmp_path, capsys):
+    from siamese.inference.commands import build_index
+
+    with pytest.raises(SystemExit):
+        report_user_errors(build_index)(compose_config(
+            "index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={tmp_path / 'g.pt'}", *overrides]))
+    assert message in capsys.readouterr().err

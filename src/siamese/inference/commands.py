@@ -12,7 +12,7 @@ from siamese.entry import Stopped, stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.files import check_output_file
 from siamese.inference.embedding import embed_files
-from siamese.inference.gallery import Gallery
+from siamese.inference.gallery import Gallery, merge_shards, shard_file
 from siamese.inference.search import (
     contact_sheet,
     identify,
@@ -32,10 +32,19 @@ def build_index(cfg: DictConfig) -> Gallery:
     """Embed ``cfg.images`` into the index file ``cfg.out``: a new index, or (``sync=true``) the
     existing one brought in line with the folder. An interrupted run keeps its work in
     ``<out>.progress``; the same command continues from there."""
+    if cfg.merge_shards:
+        return _merge(Path(cfg.out))
+    if cfg.images is None:
+        raise UserError("give the folder to embed: images=<folder of images>")
     out, folder = Path(cfg.out), Path(cfg.images)
     sync = bool(cfg.sync or cfg.get("add"))  # add: the old name of sync
     batch_size = as_number(cfg.batch_size, "batch_size", int)
     check_output_file(out)
+    shard = parse_shard(cfg.shard)
+    if shard != (0, 1):
+        if sync:
+            raise UserError("shard= builds a new index in parts; sync=true updates a whole one: use one of them")
+        out = shard_file(out, *shard)
     saved = progress_file(out)
     if saved.is_file():
         gallery = Gallery.load(saved)
@@ -55,7 +64,8 @@ def build_index(cfg: DictConfig) -> Gallery:
         gallery = new_gallery(model, folder)
     try:
         with stop_on_signals():
-            counts = gallery.sync_folder(partial(embed_files, model), folder, batch_size, checkpoint=lambda g: g.save(saved))
+            counts = gallery.sync_folder(partial(embed_files, model), folder, batch_size, checkpoint=lambda g: g.save(saved),
+                                         shard=shard)
     except Stopped:
         gallery.save(saved)
         print(f"{len(gallery)} embedded images kept in {saved}; run the same command again to continue")
@@ -67,6 +77,30 @@ def build_index(cfg: DictConfig) -> Gallery:
         f"index {out}: {len(gallery)} images ({classes} classes); this run added {counts.added}, re-embedded "
         f"{counts.updated} changed, dropped {counts.dropped} gone, skipped {counts.unchanged} unchanged"
     )
+    return gallery
+
+
+def parse_shard(value: object) -> tuple[int, int]:
+    """``shard=I/N`` (the I-th of N parts, from 0) as (I, N); null: the whole folder."""
+    if value is None:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in str(value).split("/"))
+    except ValueError:
+        raise UserError(f"shard must be I/N (e.g. shard=0/4 for the first of 4 parts), got {value!r}") from None
+    if not 0 <= index < count:
+        raise UserError(f"shard={value}: I must be 0 to N-1 (the I-th of N parts, from 0)")
+    return index, count
+
+
+def _merge(out: Path) -> Gallery:
+    check_output_file(out)
+    gallery = merge_shards(out)
+    gallery.save(out)
+    shards = sorted(out.parent.glob(f"{out.name}.shard-*-of-*"))
+    for path in shards:
+        path.unlink()
+    print(f"index {out}: {len(gallery)} images from {len(shards)} shards")
     return gallery
 
 

@@ -74,13 +74,15 @@ class Gallery:
     def sync_folder(
         self, embed: Callable[..., torch.Tensor], folder: Path, batch_size: int = 32,
         checkpoint: Callable[["Gallery"], None] | None = None, checkpoint_seconds: float = 30.0,
+        shard: tuple[int, int] = (0, 1),
     ) -> SyncCounts:
         """Make the gallery match ``folder``: embed new images, re-embed changed ones, drop the rows
         of files that are gone (from ``folder``, or from the disk). ``embed(paths, batch_size, desc,
         on_batch)`` embeds files (``siamese.inference.embedding.embed_files``); ``checkpoint(self)``
         is called every ``checkpoint_seconds`` while embedding, to keep the work done so far (an
         interrupted caller can :meth:`flush` and save the gallery as it stands: every row in it is
-        complete)."""
+        complete). ``shard=(i, n)`` embeds only every n-th file from the i-th (of the sorted list),
+        so that n processes (devices, cluster jobs) can share a folder; :func:`merge_shards` joins them."""
         files = images_of(folder)
         counts = SyncCounts()
         present = {self._key(folder / relative) for relative in files}
@@ -93,7 +95,8 @@ class Gallery:
         counts.dropped = len(gone)
         known = {path: row for row, path in enumerate(self.paths)}
         todo: list[tuple[Path, str, str, tuple[int, int]]] = []
-        for relative in files:
+        index, count = shard
+        for relative in files[index::count]:
             path = folder / relative
             key = self._key(path)
             stat = path.stat()
@@ -263,6 +266,40 @@ class Gallery:
     def capped_k(k: int, candidates: int, excluded: int = 0) -> int:
         """The number of neighbours a search returns for ``k``: at most the candidates, less the excluded."""
         return max(0, min(k, candidates - excluded))
+
+
+def shard_file(out: Path, index: int, count: int) -> Path:
+    """Where shard ``index`` of ``count`` of the index ``out`` is written."""
+    return out.with_name(f"{out.name}.shard-{index}-of-{count}")
+
+
+def merge_shards(out: Path) -> Gallery:
+    """The gallery of all the shards of ``out`` (``shard_file``), in the order one process would
+    have written it; a UserError when one is missing or was made by another checkpoint."""
+    found = sorted(out.parent.glob(f"{out.name}.shard-*-of-*"))
+    if not found:
+        raise UserError(f"no shards of {out} found (files {out.name}.shard-I-of-N); run index.py with shard=I/N first")
+    counts = {name.name.rsplit("-of-", 1)[1] for name in found}
+    if len(counts) != 1:
+        raise UserError(f"shards of {out} of different counts ({', '.join(sorted(counts))}); remove the stale ones")
+    count = int(counts.pop())
+    shards = [shard_file(out, k, count) for k in range(count)]
+    missing = [str(path) for path in shards if not path.is_file()]
+    if missing:
+        raise UserError(f"{len(missing)} of {count} shards of {out} are missing (first {missing[0]}); run those first")
+    galleries = [Gallery.load(path) for path in shards]
+    first = galleries[0]
+    for path, gallery in zip(shards, galleries):
+        if (gallery.fingerprint, gallery.root) != (first.fingerprint, first.root):
+            raise UserError(f"shard {path} was made with another checkpoint or folder than {shards[0]}; rebuild it")
+    merged = Gallery(first.root, first.fingerprint, first.checkpoint, first.threshold, first.threshold_rule,
+                     first.preprocessing)
+    rows = sorted(((Path(key), k, row) for k, g in enumerate(galleries) for row, key in enumerate(g.paths)))
+    merged.paths = [galleries[k].paths[row] for _, k, row in rows]
+    merged.labels = [galleries[k].labels[row] for _, k, row in rows]
+    merged.stats = [galleries[k].stats[row] for _, k, row in rows]
+    merged.embeddings = torch.stack([galleries[k].embeddings[row] for _, k, row in rows])
+    return merged
 
 
 def _checksum(state: dict[str, Any]) -> str:
