@@ -306,8 +306,8 @@ def test_export_agrees_with_the_checkpoint_and_runs_without_torch(checkpoint, ga
     scripted = torch.jit.load(str(folder / "embedder.torchscript.pt"))
     assert (scripted(inputs) - expected).abs().max() < 1e-4
 
-    # The README's onnxruntime-only example, run as a user would, agrees with verify.py.
-    example = README_EXAMPLE.search((ROOT / "README.md").read_text()).group(1)
+    # The documented onnxruntime-only example (docs/using-a-model.md), run as a user would, agrees with verify.py.
+    example = README_EXAMPLE.search((ROOT / "docs" / "using-a-model.md").read_text()).group(1)
     (tmp_path / "use_model.py").write_text(example)
     for a, b in [(images[0], images[1]), (images[0], images[0]), (images[2], images[3])]:
         alone = run_script(str(tmp_path / "use_model.py"), str(folder / "embedder.onnx"), str(a), str(b), cwd=tmp_path)
@@ -321,7 +321,7 @@ def test_export_agrees_with_the_checkpoint_and_runs_without_torch(checkpoint, ga
 
 
 def test_export_example_imports_no_torch():
-    example = README_EXAMPLE.search((ROOT / "README.md").read_text()).group(1)
+    example = README_EXAMPLE.search((ROOT / "docs" / "using-a-model.md").read_text()).group(1)
     imported = set(re.findall(r"^(?:import|from) (\w+)", example, re.M)) | set(re.findall(r"^import .*", example, re.M))
     assert not any("torch" in line or "siamese" in line for line in imported)
     assert len([line for line in example.splitlines() if line.strip()]) <= 14

@@ -186,3 +186,27 @@ def _print_more(count: int, shown: int = 20) -> None:
 def _print_capped(asked: int, given: int) -> None:
     if given < asked:
         print(f"k={asked} is more than the gallery holds for these queries: {given} neighbours each")
+
+
+def serve_app(cfg: DictConfig) -> None:
+    """Serve the web page of ``src/app.py`` until Ctrl-C."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError('the web page needs gradio: pip install -e ".[app]"') from None
+    from siamese.inference.app import FlowerApp
+    from siamese.inference.page import build_page
+
+    gallery = Gallery.load(Path(cfg.index)) if cfg.index else None
+    model = load_for_use(cfg.ckpt_path, device=cfg.device)
+    if gallery is not None:
+        gallery.check_embedder(model.fingerprint, Path(cfg.index))
+    app = FlowerApp(model, gallery, cfg.backend)
+    print(app.status())
+    page = build_page(app, as_number(cfg.k, "k", int))
+    port = as_number(cfg.port, "port", int)
+    try:
+        page.launch(server_name=cfg.host, server_port=port, max_file_size=cfg.max_upload, show_error=True,
+                    quiet=False, share=False)
+    except OSError as exc:
+        raise UserError(f"cannot serve on {cfg.host}:{port} ({exc}); choose another with port=...") from None

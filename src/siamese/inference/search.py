@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -63,6 +63,7 @@ class Identification:
     nearest_distance: float
     voters: int
     correct: bool | None = None
+    neighbour_labels: list[str] = field(default_factory=list)  # the voters' labels, nearest first
 
 
 def identify(
@@ -84,7 +85,7 @@ def identify(
         labels = [gallery.labels[int(r)] for r in neighbours.rows[i]]
         distances = neighbours.distances[i].tolist()
         label, votes = vote(labels, distances, verdict)
-        item = Identification(query, label, votes, distances[0], len(labels))
+        item = Identification(query, label, votes, distances[0], len(labels), neighbour_labels=labels)
         if query.label:
             expected = query.label if query.label in known_labels else UNKNOWN
             item.correct = label == expected

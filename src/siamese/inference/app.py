@@ -1,0 +1,120 @@
+"""What the local web page (``src/app.py``) does, as plain functions: compare two photos, search a
+gallery, name a flower. The page (``siamese.inference.page``) only lays them out; tests call them
+directly. Every number comes from the code ``verify.py`` and ``search.py`` use."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+from siamese.checkpoints import TrainedModel
+from siamese.data.io import read_rgb
+from siamese.errors import UserError
+from siamese.inference.embedding import embed_files, pair_distances, preprocess
+from siamese.inference.gallery import Gallery
+from siamese.inference.search import UNKNOWN, Query, identify
+from siamese.knn import resolve_backend
+
+NO_INDEX = "no gallery loaded: build one with python src/index.py ckpt_path=CKPT images=photos/ out=gallery.pt, " \
+           "then start the app with index=gallery.pt"
+SAME_COLOUR, DIFFERENT_COLOUR = "#2e9e44", "#d03030"
+
+
+@dataclass
+class Comparison:
+    seen_a: Image.Image  # the images as the model sees them (resized, normalisation undone)
+    seen_b: Image.Image
+    distance: float
+    text: str
+
+
+@dataclass
+class Neighbour:
+    thumbnail: Image.Image  # framed green (same kind by the verdict) or red
+    caption: str
+
+
+class FlowerApp:
+    """A trained model (and optionally a gallery index built with it) behind the page."""
+
+    def __init__(self, model: TrainedModel, gallery: Gallery | None = None, backend: str = "torch") -> None:
+        self.model, self.gallery, self.backend = model, gallery, resolve_backend(backend)
+
+    def status(self) -> str:
+        """Which checkpoint and index are loaded, in one line."""
+        preprocessing, verdict = self.model.embedder.preprocessing, self.model.verdict
+        backbone = self.model.embedder.backbone
+        run = self.model.path.parent.parent.name if self.model.path.parent.name == "checkpoints" else self.model.path.stem
+        line = (f"run {run} ({self.model.path.name}), backbone {backbone.name}, image size {preprocessing.image_size}, "
+                f"threshold {verdict.threshold:.4f} ({verdict.rule})")
+        if self.gallery is None:
+            return line + "; no gallery"
+        classes = len({label for label in self.gallery.labels if label})
+        return line + f"; gallery {len(self.gallery)} images, {classes} kinds"
+
+    def seen(self, path: Path) -> Image.Image:
+        """An image as the model sees it: resized to its input size, the normalisation undone."""
+        preprocessing = self.model.embedder.preprocessing
+        tensor = preprocess(preprocessing, [path])[0]
+        mean = torch.tensor(preprocessing.mean)[:, None, None]
+        std = torch.tensor(preprocessing.std)[:, None, None]
+        pixels = ((tensor * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return Image.fromarray(pixels)
+
+    def compare(self, path_a: str | Path | None, path_b: str | Path | None) -> Comparison:
+        """Distance, threshold, rule and verdict of two photos (``verify.py``'s numbers)."""
+        if not path_a or not path_b:
+            raise UserError("drop a photo in each of the two boxes")
+        a, b = checked_image(path_a), checked_image(path_b)
+        distance = float(pair_distances(self.model, [a], [b])[0])
+        verdict = self.model.verdict
+        text = (f"{verdict.word(distance)}: distance {distance:.4f}, threshold {verdict.threshold:.4f} "
+                f"({verdict.rule})")
+        return Comparison(self.seen(a), self.seen(b), distance, text)
+
+    def _query(self, path: str | Path | None) -> tuple[Path, torch.Tensor]:
+        if self.gallery is None:
+            raise UserError(NO_INDEX)
+        if not path:
+            raise UserError("drop a photo to search with")
+        query = checked_image(path)
+        return query, embed_files(self.model, [query])
+
+    def search(self, path: str | Path | None, k: int = 8) -> list[Neighbour]:
+        """The ``k`` nearest gallery images (``search.py``'s neighbours), framed by the verdict."""
+        _, embedding = self._query(path)
+        neighbours = self.gallery.search(embedding, int(k), self.backend)
+        verdict = self.model.verdict
+        result = []
+        for row, distance in zip(neighbours.rows[0].tolist(), neighbours.distances[0].tolist()):
+            label = self.gallery.labels[row] or "(no label)"
+            colour = SAME_COLOUR if verdict.same(distance) else DIFFERENT_COLOUR
+            result.append(Neighbour(framed(self.gallery.file(row), colour), f"{label}  {distance:.3f}"))
+        return result
+
+    def name(self, path: str | Path | None, k: int = 8) -> str:
+        """The k-NN vote with its counts (``search.py identify=true``), or unknown beyond the threshold."""
+        query, embedding = self._query(path)
+        found = identify(self.gallery, [Query(query)], embedding, int(k), self.model.verdict, self.backend, [None])[0]
+        votes = ", ".join(f"{label} {count}" for label, count in Counter(found.neighbour_labels).most_common())
+        if found.label == UNKNOWN:
+            return (f"unknown: even the nearest gallery image is {found.nearest_distance:.4f} away, not below the "
+                    f"threshold {self.model.verdict.threshold:.4f} (nearest {found.voters}: {votes})")
+        return f"{found.label}: {found.votes} of {found.voters} votes (nearest {found.nearest_distance:.4f}; {votes})"
+
+
+def checked_image(path: str | Path) -> Path:
+    """``path`` when it is a readable image, else a UserError naming it (read_rgb's message)."""
+    path = Path(path)
+    read_rgb(path)
+    return path
+
+
+def framed(path: Path, colour: str, size: int = 128, border: int = 6) -> Image.Image:
+    """A square thumbnail of ``path`` in a frame of ``colour`` (as the contact sheet frames neighbours)."""
+    tile = ImageOps.fit(read_rgb(path), (size, size))
+    return ImageOps.expand(tile, border=border, fill=colour)

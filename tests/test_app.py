@@ -1,0 +1,127 @@
+"""The local web page (src/app.py): its functions give verify.py's and search.py's numbers, and the
+page serves them over HTTP (driven with gradio_client, as a browser's uploads reach it)."""
+
+import csv
+import json
+import os
+import shutil
+import socket
+
+import pytest
+
+from conftest import run_script, write_image_folder
+from siamese.checkpoints import load_for_use
+from siamese.errors import UserError
+from siamese.inference.app import NO_INDEX, FlowerApp
+from siamese.inference.gallery import Gallery
+from test_inference import compose_config
+
+pytest.importorskip("gradio")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run):
+    run_dir, _ = trained_run
+    return json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def served(checkpoint, tmp_path_factory):
+    """(app, gallery folder, index file, a query photo that is not in the gallery)."""
+    from siamese.inference.commands import build_index
+
+    folder = tmp_path_factory.mktemp("app")
+    photos = write_image_folder(folder / "photos", {"daisy": 4, "rose": 4, "tulip": 3})
+    index = folder / "gallery.pt"
+    build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={index}"]))
+    query = folder / "query.jpg"
+    shutil.copy(photos / "rose" / "2.jpg", query)
+    return FlowerApp(load_for_use(checkpoint), Gallery.load(index)), photos, index, query
+
+
+def read_rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_compare_gives_verify_pys_distance_and_verdict(served, checkpoint):
+    app, photos, _, _ = served
+    a, b = photos / "daisy" / "0.jpg", photos / "rose" / "1.png"
+    result = app.compare(a, b)
+    verified = run_script("src/verify.py", f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}")
+    distance, word = verified.stdout.split()[1], verified.stdout.split()[-1]
+    assert f"{result.distance:.4f}" == distance and result.text.startswith(f"{word}: distance {distance}")
+    assert "calibrated on validation" in result.text  # the rule that chose the threshold
+    size = app.model.embedder.preprocessing.image_size
+    assert result.seen_a.size == (size, size)  # as the model sees it
+
+
+def test_search_and_name_give_search_pys_answers(served, tmp_path):
+    from siamese.inference.commands import search
+
+    app, _, index, query = served
+    neighbours = app.search(query, 3)
+    out = tmp_path / "found.csv"
+    search(compose_config("search", [f"index={index}", f"query={query}", "k=3", f"out={out}"]))
+    rows = read_rows(out)
+    assert [n.caption for n in neighbours] == [f"{r['label']}  {float(r['distance']):.3f}" for r in rows]
+    threshold = app.model.verdict.threshold
+    for n, r in zip(neighbours, rows):  # framed green when the verdict says same, red otherwise
+        expected = (46, 158, 68) if float(r["distance"]) < threshold else (208, 48, 48)
+        assert n.thumbnail.getpixel((1, 1)) == expected
+
+    named = app.name(query, 3)
+    search(compose_config("search", [f"index={index}", f"query={query}", "k=3", "identify=true", f"out={out}"]))
+    row = read_rows(out)[0]
+    if row["label"] == "unknown":
+        assert named.startswith("unknown: even the nearest gallery image is")
+    else:
+        assert named.startswith(f"{row['label']}: {row['votes']} of 3 votes")
+
+
+def test_bad_input_is_a_message(served, tmp_path, checkpoint):
+    app, photos, _, _ = served
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(UserError, match="cannot read image .*notes.jpg"):
+        app.compare(text, photos / "rose" / "0.jpg")
+    with pytest.raises(UserError, match="drop a photo in each"):
+        app.compare(None, photos / "rose" / "0.jpg")
+    bare = FlowerApp(load_for_use(checkpoint))
+    with pytest.raises(UserError, match="build one with python src/index.py"):
+        bare.search(photos / "rose" / "0.jpg")
+    assert bare.status().endswith("; no gallery") and NO_INDEX.startswith("no gallery loaded")
+    assert app.status().endswith("gallery 11 images, 3 kinds") and "threshold" in app.status()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_page_serves_the_same_answers_over_http(served, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    from siamese.inference.page import build_page
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    app, photos, _, query = served
+    page = build_page(app)
+    port = free_port()
+    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                max_file_size="1mb")
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        a, b = photos / "daisy" / "0.jpg", photos / "daisy" / "1.png"
+        _, _, verdict = client.predict(handle_file(str(a)), handle_file(str(b)), api_name="/compare")
+        assert verdict == app.compare(a, b).text
+        assert client.predict(handle_file(str(query)), 3, api_name="/name") == app.name(query, 3)
+        shown = client.predict(handle_file(str(query)), 2, api_name="/search")
+        assert [item["caption"] for item in shown] == [n.caption for n in app.search(query, 2)]
+        with pytest.raises(Exception, match="cannot read image|not an image|Invalid image"):
+            notes = photos.parent / "notes.png"
+            notes.write_text("not an image")
+            client.predict(handle_file(str(notes)), handle_file(str(a)), api_name="/compare")
+    finally:
+        page.close()
