@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 from siamese.errors import UserError
@@ -23,13 +24,28 @@ def _shown(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _enlarged(image, side: int = 256):
+    """The model's input shown large enough to see, its pixels kept (nearest neighbour)."""
+    from PIL import Image
+
+    scale = max(1, side // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
+def _photo(gr, label: str, elem_id: str):
+    """An upload box that hands the file's path over as it is: the app checks that it is an image and
+    says so in the page (an image component would decode it first and fail with a traceback)."""
+    return gr.File(label=label, type="filepath", file_count="single", height=120, elem_id=elem_id)
+
+
 def build_page(app: FlowerApp, k: int = 8):
     """The page: Compare, Search and Name it, under a line saying what is loaded."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page calls no one
     import gradio as gr
 
     def compare(path_a, path_b):
         result = app.compare(path_a, path_b)
-        return result.seen_a, result.seen_b, result.text
+        return _enlarged(result.seen_a), _enlarged(result.seen_b), result.text
 
     def search(path, k):
         return [(n.thumbnail, n.caption) for n in app.search(path, k)]
@@ -39,18 +55,18 @@ def build_page(app: FlowerApp, k: int = 8):
         gr.Markdown(app.status(), elem_id="status")
         with gr.Tab("Compare"):
             with gr.Row():
-                photo_a = gr.Image(type="filepath", label="photo A", sources=["upload"])
-                photo_b = gr.Image(type="filepath", label="photo B", sources=["upload"])
+                photo_a = _photo(gr, "photo A", "photo_a")
+                photo_b = _photo(gr, "photo B", "photo_b")
             compare_button = gr.Button("Compare", variant="primary")
             verdict = gr.Textbox(label="verdict", elem_id="verdict")
             with gr.Row():
-                seen_a = gr.Image(label="A as the model sees it", interactive=False)
-                seen_b = gr.Image(label="B as the model sees it", interactive=False)
+                seen_a = gr.Image(label="A as the model sees it", interactive=False, height=270)
+                seen_b = gr.Image(label="B as the model sees it", interactive=False, height=270)
             compare_button.click(_shown(compare), [photo_a, photo_b], [seen_a, seen_b, verdict], api_name="compare")
         with gr.Tab("Search"):
             if app.gallery is None:
                 gr.Markdown(NO_INDEX)
-            query = gr.Image(type="filepath", label="photo", sources=["upload"])
+            query = _photo(gr, "photo", "query")
             search_k = gr.Slider(1, 50, value=k, step=1, label="k (neighbours)")
             search_button = gr.Button("Search", variant="primary")
             neighbours = gr.Gallery(label="nearest gallery images: green = same kind by the threshold, red = not",
@@ -59,7 +75,7 @@ def build_page(app: FlowerApp, k: int = 8):
         with gr.Tab("Name it"):
             if app.gallery is None:
                 gr.Markdown(NO_INDEX)
-            to_name = gr.Image(type="filepath", label="photo", sources=["upload"])
+            to_name = _photo(gr, "photo", "to_name")
             name_k = gr.Slider(1, 50, value=k, step=1, label="k (voters)")
             name_button = gr.Button("Name it", variant="primary")
             named = gr.Textbox(label="name", elem_id="name")
