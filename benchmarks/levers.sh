@@ -4,7 +4,7 @@
 #   bash benchmarks/levers.sh [output folder, default outputs/levers] [split, default unseen_classes] [recipe]
 # recipe mobilenet (default): finetune_last_blocks_batch_pairs with the shared MobileNetV2 weights,
 #   full runs (about 35 minutes).
-# recipe lite0: lite0_batch_pairs (weights/tf_efficientnet_lite0.pth, scripts/convert_efficientnet_lite0.py),
+# recipe lite0: lite0_batch_pairs (weights/tf_efficientnet_lite0.pth, scripts/convert_efficientnet_lite.py),
 #   each run cut after 3 of its 20 scheduled epochs like a benchmarks/hparams.sh trial (on unseen_classes
 #   every full run keeps its first epoch's weights anyway); about 15 minutes.
 set -euo pipefail

@@ -23,7 +23,7 @@ sweep() {  # folder name, overrides...
   fi
 }
 
-[ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite0.py weights/tf_efficientnet_lite0.pth
+[ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
 sweep lite0_batch_pairs experiment=lite0_batch_pairs data.split=$splits seed=1,2,3 "${lite0[@]}"
 sweep finetune_last_blocks_batch_pairs experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 \
   "${mobilenet[@]}"

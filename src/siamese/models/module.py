@@ -20,6 +20,7 @@ from siamese.metrics import (
     verification_metrics,
 )
 from siamese.models.embedder import Embedder
+from siamese.models.losses import MetricLearningLoss
 from siamese.verdict import Verdict, threshold_rule
 
 PAIRS = 0  # dataloader index of a test run's pairs (then single images for retrieval)
@@ -108,11 +109,15 @@ class SiameseModule(pl.LightningModule):
         miner: nn.Module | None = None,
         threshold_far: float | None = None,
         warmup_steps: int = 0,
+        loss_lr: float | None = None,
     ) -> None:
         super().__init__()
         warmup_steps = as_number(warmup_steps, "model.warmup_steps", int)
         if warmup_steps < 0:
             raise UserError(f"model.warmup_steps must be 0 (no warm-up) or more, got {warmup_steps}")
+        if miner is not None and isinstance(loss, MetricLearningLoss):
+            raise UserError("model.miner chooses pairs for the contrastive loss; a pytorch-metric-learning loss takes "
+                            "its own miner (model.loss.miner): set model.miner=null")
         if threshold_far is not None:
             threshold_far = as_number(threshold_far, "model.threshold_far")
             if not 0.0 < threshold_far < 1.0:
@@ -126,6 +131,7 @@ class SiameseModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr = backbone_lr
+        self.loss_lr = loss_lr
         self.calibrate_threshold = threshold is None
         self.threshold_far = threshold_far
         self.threshold_rule = threshold_rule(threshold, threshold_far)
@@ -192,10 +198,12 @@ class SiameseModule(pl.LightningModule):
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         embeddings = self.embed(torch.cat([batch.images_a, batch.images_b]))
-        if self.miner is None:
+        classes = torch.cat([batch.class_a, batch.class_b])
+        if isinstance(self.loss, MetricLearningLoss):  # a batch-level loss: embeddings and classes
+            loss = self.loss(embeddings, classes)
+        elif self.miner is None:
             loss = self.loss(self.network.halves_distance(embeddings), batch.same)
         else:
-            classes = torch.cat([batch.class_a, batch.class_b])
             loss = self.loss(*self.miner(embeddings, classes, self.network.distance))
         if not torch.isfinite(loss):
             raise UserError(
@@ -270,7 +278,8 @@ class SiameseModule(pl.LightningModule):
             return {}
         # Every process holds the same gathered scores: syncing averages equal values.
         log = dict(add_dataloader_idx=False, sync_dist=True)
-        self.log(f"{split}_loss", float(self.loss(distance, same)), prog_bar=True, **log)
+        pair_loss = self.loss.pair_loss if isinstance(self.loss, MetricLearningLoss) else self.loss
+        self.log(f"{split}_loss", float(pair_loss(distance, same)), prog_bar=True, **log)
         if same.min() == same.max():
             return {}  # nothing more to score (e.g. a limited sanity check with one class of pairs)
         metrics = verification_metrics(distance, same, self.verdict, **kwargs)
@@ -281,7 +290,9 @@ class SiameseModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What using the model needs, readable without the training config (siamese.checkpoints.load_for_use).
         checkpoint["embedder"] = self.network.spec()
-        checkpoint["verdict"] = self.verdict.as_dict()
+        # the saved threshold: a weight-averaging callback saves its averaged model's (calibrated on it)
+        threshold = float(checkpoint["state_dict"].get("threshold", self.threshold))
+        checkpoint["verdict"] = Verdict(threshold, self.threshold_rule).as_dict()
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
 
@@ -294,12 +305,15 @@ class SiameseModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         backbone = [p for p in self.network.backbone.parameters() if p.requires_grad]
-        backbone_ids = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
+        proxies = [p for p in self.loss.parameters() if p.requires_grad] if self.loss_lr is not None else []
+        apart = {id(p) for p in backbone + proxies}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in apart]
         if self.backbone_lr is None:
             groups: list[dict[str, Any]] = [{"params": rest + backbone}]
         else:
             groups = [{"params": rest}, {"params": backbone, "lr": float(self.backbone_lr)}]
+        if proxies:  # a proxy loss's class centres (ArcFace, CosFace, ...) at their own rate
+            groups.append({"params": proxies, "lr": float(self.loss_lr)})
         optimizer = self.optimizer_factory(params=[g for g in groups if g["params"]])
         for group in optimizer.param_groups:  # what warm-up rises to
             group["warmup_lr"] = group["lr"]

@@ -1,0 +1,99 @@
+"""Levers of a run's quality: which checkpoint is kept, weight averaging."""
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_train, tiny_overrides
+from siamese.checkpoints import load_for_use
+from siamese.training import train
+
+
+def validation_curve(run_dir, tag):
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)]
+
+
+@pytest.mark.parametrize("monitor, pick", [("val_auroc", max), ("val_loss", min)])
+def test_the_kept_checkpoint_follows_the_monitored_metric(monitor, pick, tiny_flowers, tmp_path):
+    overrides = [*tiny_overrides(tiny_flowers), "trainer.max_epochs=4", "model.optimizer.lr=0.01",
+                 f"callbacks.model_checkpoint.monitor={monitor}", "callbacks.tensorboard_notebook=null"]
+    cfg = compose_train(overrides, tmp_path)
+    assert cfg.callbacks.model_checkpoint.mode == ("max" if monitor == "val_auroc" else "min")
+    assert cfg.callbacks.early_stopping.monitor == "val_loss"  # stopping stays on the loss
+    train(cfg)
+    curve = validation_curve(tmp_path, monitor)[-4:]  # one value per epoch (after the sanity check)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    best = curve.index(pick(curve))  # the first epoch that reached it, as ModelCheckpoint keeps it
+    assert metrics["best_epoch"] == best and metrics[monitor] == pytest.approx(curve[best], abs=1e-6)
+
+
+def test_weight_averaging_is_what_is_validated_checkpointed_tested_and_used(tiny_flowers, tmp_path):
+    overrides = [*tiny_overrides(tiny_flowers), "trainer.max_epochs=2", "model.optimizer.lr=0.01",
+                 "callbacks=[default,ema]", "callbacks.ema.decay=0.5", "callbacks.tensorboard_notebook=null"]
+    train(compose_train(overrides, tmp_path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    checkpoint = torch.load(metrics["best_checkpoint"], weights_only=True)
+    averaged, current = checkpoint["state_dict"], checkpoint["current_model_state"]
+    head = next(k for k in averaged if k.endswith("head.weight"))
+    assert not torch.allclose(averaged[head], current[head])  # the average, not the last step's weights
+    # the verdict is the threshold calibrated on the averaged weights, as the state_dict holds it
+    assert checkpoint["verdict"]["threshold"] == pytest.approx(float(averaged["threshold"]))
+    model = load_for_use(metrics["best_checkpoint"])
+    assert torch.equal(model.embedder.head.weight, averaged[head])  # what eval, verify, index and export use
+    assert metrics["test_threshold"] == pytest.approx(model.verdict.threshold)
+
+
+def test_a_pml_loss_by_name_computes_pmls_formula_by_hand():
+    from siamese.models.losses import MetricLearningLoss
+
+    embeddings = torch.tensor([[1.0, 0.2], [0.6, 0.5], [0.1, 0.3], [2.0, -1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    loss = MetricLearningLoss("ContrastiveLoss", pos_margin=0.0, neg_margin=1.0)(embeddings, labels)
+    unit = torch.nn.functional.normalize(embeddings, dim=1)  # PML's LpDistance normalises by default
+    d = torch.cdist(unit, unit)
+    # ordered pairs i != j; positives: (0,1), (2,3) both ways; PML's default reducer averages the non-zero losses
+    positives = torch.tensor([d[0, 1], d[1, 0], d[2, 3], d[3, 2]])
+    negatives = torch.stack([(1 - d[i, j]).clamp(min=0) for i in range(4) for j in range(4) if labels[i] != labels[j]])
+    expected = positives[positives > 0].mean() + negatives[negatives > 0].mean()
+    assert float(loss) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_pml_mistakes_are_one_line():
+    from siamese.errors import UserError
+    from siamese.models.losses import MetricLearningLoss
+
+    with pytest.raises(UserError, match="unknown pytorch-metric-learning loss 'MultiSimilarity'; choose one of: .*"
+                                        "MultiSimilarityLoss"):
+        MetricLearningLoss("MultiSimilarity")
+    with pytest.raises(UserError, match="unknown pytorch-metric-learning miner 'Hard'; choose one of: .*BatchHardMiner"):
+        MetricLearningLoss("TripletMarginLoss", miner={"name": "Hard"})
+    with pytest.raises(UserError, match="model.loss options for ArcFaceLoss"):
+        MetricLearningLoss("ArcFaceLoss")  # num_classes and embedding_size missing
+
+
+def test_a_pml_loss_trains_and_validates_with_the_pair_loss(tiny_flowers, tmp_path):
+    import csv
+
+    from hydra.utils import instantiate
+
+    from siamese.models.losses import ContrastiveLoss
+
+    overrides = [*tiny_overrides(tiny_flowers), "trainer.max_epochs=1", "model/loss=arcface", "model.loss_lr=0.01",
+                 "callbacks.tensorboard_notebook=null"]
+    cfg = compose_train(overrides, tmp_path)
+    module = instantiate(cfg.model)
+    groups = module.configure_optimizers().param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 0.01] and groups[1]["params"][0] is module.loss.loss.W  # the centres
+    train(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    with open(tmp_path / "pairs_test.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    distance = torch.tensor([float(r["distance"]) for r in rows])
+    same = torch.tensor([float(r["same"]) for r in rows])
+    assert metrics["test_loss"] == pytest.approx(float(ContrastiveLoss(1.0)(distance, same)), abs=1e-5)
+    with pytest.raises(Exception, match="set model.miner=null"):
+        instantiate(compose_train([*overrides, "+model.miner._target_=siamese.models.miners.BatchPairs"], tmp_path).model)
