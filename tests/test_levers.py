@@ -97,3 +97,17 @@ def test_a_pml_loss_trains_and_validates_with_the_pair_loss(tiny_flowers, tmp_pa
     assert metrics["test_loss"] == pytest.approx(float(ContrastiveLoss(1.0)(distance, same)), abs=1e-5)
     with pytest.raises(Exception, match="set model.miner=null"):
         instantiate(compose_train([*overrides, "+model.miner._target_=siamese.models.miners.BatchPairs"], tmp_path).model)
+
+
+def test_the_light_augmentation_keeps_size_and_scale_and_varies_the_image():
+    from siamese.data.transforms import augment_transform
+
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    none, light = augment_transform("none"), augment_transform("light")
+    torch.manual_seed(0)
+    views = [light(image) for _ in range(4)]
+    assert all(view.shape == (3, 64, 64) for view in views)
+    assert all(not torch.allclose(view, none(image)) for view in views)  # every draw changes something
+    # the normalisation is the same: a mid-grey image stays near the same value
+    grey = torch.full((3, 64, 64), 128, dtype=torch.uint8)
+    assert torch.allclose(light(grey)[:, 16:48, 16:48].mean((1, 2)), none(grey).mean((1, 2)), atol=0.5)

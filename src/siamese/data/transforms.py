@@ -34,9 +34,20 @@ def mirror_draw() -> bool:
     return bool(torch.rand(1) < 0.5)
 
 
+def _light_augmentation() -> list[v2.Transform]:
+    """Mild changes that small (64 px) sources survive: a mirror image, a slight turn, shift and zoom,
+    a little colour; none of the tutorial's inversions, noise or 40% zoom."""
+    return [
+        v2.RandomHorizontalFlip(),
+        v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
+        v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.15),
+    ]
+
+
 AUGMENTATIONS = {
     "none": list,
     "flip": lambda: [v2.RandomHorizontalFlip()],
+    "light": _light_augmentation,
     "tutorial": _tutorial_augmentation,
 }
 
