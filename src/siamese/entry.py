@@ -98,6 +98,9 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
         except Stopped as exc:
             print(f"error: {exc}; run the same command again", file=sys.stderr)
             raise SystemExit(128 + signal.Signals[exc.signal_name].value) from None
+        except KeyboardInterrupt:  # Ctrl-C outside a stop_on_signals block (e.g. while importing)
+            print("error: stopped by SIGINT; run the same command again", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGINT.value) from None
         except Exception as exc:
             user_error = find_user_error(exc)
             if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -197,16 +197,21 @@ def serve_app(cfg: DictConfig) -> None:
     from siamese.inference.app import FlowerApp
     from siamese.inference.page import build_page
 
-    gallery = Gallery.load(Path(cfg.index)) if cfg.index else None
-    model = load_for_use(cfg.ckpt_path, device=cfg.device)
-    if gallery is not None:
-        gallery.check_embedder(model.fingerprint, Path(cfg.index))
-    app = FlowerApp(model, gallery, cfg.backend)
-    print(app.status())
-    page = build_page(app, as_number(cfg.k, "k", int))
     port = as_number(cfg.port, "port", int)
+    with stop_on_signals("while loading the model"):
+        gallery = Gallery.load(Path(cfg.index)) if cfg.index else None
+        model = load_for_use(cfg.ckpt_path, device=cfg.device)
+        if gallery is not None:
+            gallery.check_embedder(model.fingerprint, Path(cfg.index))
+        app = FlowerApp(model, gallery, cfg.backend)
+        page = build_page(app, as_number(cfg.k, "k", int))
+    print(app.status())
     try:
-        page.launch(server_name=cfg.host, server_port=port, max_file_size=cfg.max_upload, show_error=True,
-                    quiet=False, share=False)
+        with stop_on_signals():
+            page.launch(server_name=cfg.host, server_port=port, max_file_size=cfg.max_upload, show_error=True,
+                        quiet=False, share=False)
     except OSError as exc:
         raise UserError(f"cannot serve on {cfg.host}:{port} ({exc}); choose another with port=...") from None
+    except Stopped as exc:  # Ctrl-C or SIGTERM: the normal way to end serving
+        page.close()
+        print(f"{exc}: the page is closed")
