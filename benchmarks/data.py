@@ -11,7 +11,6 @@ disk cache is written into a temporary folder. Goal: loader >= 3x the model with
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 
 import torch

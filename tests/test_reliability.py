@@ -3,7 +3,6 @@
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 from urllib.error import URLError
 
@@ -19,7 +18,7 @@ from siamese.data.io import read_rgb
 from siamese.data.pairs import PairSampler
 from siamese.data.sources import load_flowers102, load_image_folder
 from siamese.data.transforms import build_transform
-from siamese.errors import UserError, find_user_error
+from siamese.errors import find_user_error
 from siamese.models.backbones import Backbone
 from siamese.training import train
 

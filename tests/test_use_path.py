@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT, run_script, write_image_folder
+from conftest import run_script, write_image_folder
 from siamese.entry import Stopped, report_user_errors
 from siamese.errors import UserError
 from siamese.inference.gallery import Gallery

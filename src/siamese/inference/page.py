@@ -38,6 +38,18 @@ def _photo(gr, label: str, elem_id: str):
     return gr.File(label=label, type="filepath", file_count="single", height=120, elem_id=elem_id)
 
 
+def _gallery_tab(gr, app: FlowerApp, k: int, photo_id: str, k_label: str, action: str, function, api_name: str,
+                 output) -> None:
+    """A tab that asks the gallery about one photo: the photo, k, a button, and ``output``."""
+    if app.gallery is None:
+        gr.Markdown(NO_INDEX)
+    photo = _photo(gr, "photo", photo_id)
+    chosen_k = gr.Slider(1, 50, value=k, step=1, label=k_label)
+    button = gr.Button(action, variant="primary")
+    output.render()
+    button.click(function, [photo, chosen_k], output, api_name=api_name)
+
+
 def build_page(app: FlowerApp, k: int = 8):
     """The page: Compare, Search and Name it, under a line saying what is loaded."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page calls no one
@@ -64,20 +76,10 @@ def build_page(app: FlowerApp, k: int = 8):
                 seen_b = gr.Image(label="B as the model sees it", interactive=False, height=270)
             compare_button.click(_shown(compare), [photo_a, photo_b], [seen_a, seen_b, verdict], api_name="compare")
         with gr.Tab("Search"):
-            if app.gallery is None:
-                gr.Markdown(NO_INDEX)
-            query = _photo(gr, "photo", "query")
-            search_k = gr.Slider(1, 50, value=k, step=1, label="k (neighbours)")
-            search_button = gr.Button("Search", variant="primary")
-            neighbours = gr.Gallery(label="nearest gallery images: green = same kind by the threshold, red = not",
-                                    columns=8, elem_id="neighbours")
-            search_button.click(_shown(search), [query, search_k], neighbours, api_name="search")
+            neighbours_label = "nearest gallery images: green = same kind by the threshold, red = not"
+            _gallery_tab(gr, app, k, "query", "k (neighbours)", "Search", _shown(search), "search",
+                         gr.Gallery(label=neighbours_label, columns=8, elem_id="neighbours", render=False))
         with gr.Tab("Name it"):
-            if app.gallery is None:
-                gr.Markdown(NO_INDEX)
-            to_name = _photo(gr, "photo", "to_name")
-            name_k = gr.Slider(1, 50, value=k, step=1, label="k (voters)")
-            name_button = gr.Button("Name it", variant="primary")
-            named = gr.Textbox(label="name", elem_id="name")
-            name_button.click(_shown(app.name), [to_name, name_k], named, api_name="name")
+            _gallery_tab(gr, app, k, "to_name", "k (voters)", "Name it", _shown(app.name), "name",
+                         gr.Textbox(label="name", elem_id="name", render=False))
     return page
