@@ -177,3 +177,11 @@ def test_shard_mistakes_are_one_line(overrides, message, checkpoint, photos, tmp
         report_user_errors(build_index)(compose_config(
             "index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={tmp_path / 'g.pt'}", *overrides]))
     assert message in capsys.readouterr().err
+
+
+def test_a_row_cut_in_half_by_a_stop_is_left_out_whole():
+    gallery = Gallery(root="/", fingerprint="x", checkpoint="c", threshold=1.0, threshold_rule="r", preprocessing={},
+                      embeddings=torch.zeros(2, 3), paths=["a.jpg", "b.jpg"], labels=["", ""], stats=[(1, 1)] * 2)
+    gallery.paths.append("c.jpg")  # stopped here: no label, stat or embedding yet
+    gallery.flush()
+    assert gallery.paths == ["a.jpg", "b.jpg"] and len(gallery.embeddings) == 2 and len(gallery.stats) == 2

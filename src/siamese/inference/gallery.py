@@ -140,11 +140,16 @@ class Gallery:
         return counts
 
     def flush(self) -> None:
-        """Append the embeddings of the rows added since the last flush."""
+        """Append the embeddings of the rows added since the last flush. A row a stop interrupted
+        while it was being added (a path without its embedding, say) is left out whole."""
         if self._pending:
             parts = [self.embeddings] if len(self.embeddings) else []
             self.embeddings = torch.cat(parts + self._pending)
             self._pending = []
+        complete = min(len(self.embeddings), len(self.paths), len(self.labels), len(self.stats))
+        if complete < max(len(self.embeddings), len(self.paths), len(self.labels), len(self.stats)):
+            self.embeddings = self.embeddings[:complete]
+            del self.paths[complete:], self.labels[complete:], self.stats[complete:]
 
     def _drop(self, rows: list[int]) -> None:
         if not rows:
