@@ -36,14 +36,18 @@ def run_config(checkpoint: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(checkpoint["run_config"])
 
 
+def override_keys(overrides: Iterable[str]) -> set[str]:
+    """The keys (or groups) that command-line ``overrides`` set, as Hydra parses them."""
+    return {override.key_or_group for override in OverridesParser.create().parse_overrides(list(overrides))}
+
+
 def config_with_overrides(
     checkpoint: dict[str, Any], cfg: DictConfig, overrides: Iterable[str], ignore: Iterable[str] = ()
 ) -> DictConfig:
     """The checkpoint's run config with the keys given on the command line (``overrides``, as
     Hydra received them) taken from ``cfg``; ``hydra.*`` and the keys in ``ignore`` are skipped."""
     merged = run_config(checkpoint)
-    for override in OverridesParser.create().parse_overrides(list(overrides)):
-        key = override.key_or_group
+    for key in override_keys(overrides):
         if key.startswith("hydra") or key in ignore:
             continue
         OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)

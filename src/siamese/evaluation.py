@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from siamese.checkpoints import config_with_overrides, load_checkpoint, load_for_use
+from siamese.checkpoints import config_with_overrides, load_checkpoint, load_for_use, override_keys
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.files import atomic_write
@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     merged = config_with_overrides(checkpoint, cfg, overrides, EVAL_KEYS)
     merged.run_dir = cfg.run_dir
     merged.callbacks = cfg.callbacks  # evaluation's own set, not the training run's
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    given = override_keys(overrides)
     for key, value in WHOLE_SPLIT.items():
         if f"trainer.{key}" not in given:
             merged.trainer[key] = value
