@@ -25,6 +25,7 @@ COLUMNS = {
     "test_eer": "EER",
     "test_recall@1": "Recall@1",
     "test_map@r": "MAP@R",
+    "test_gallery_classes": "classes",  # the gallery Recall@1 and MAP@R search: few classes flatter them
     "epochs_trained": "epochs",
     "fit_seconds": "fit s",
 }
@@ -55,9 +56,11 @@ def main() -> None:
             row = {"recipe": label, "split": split, "seeds": f"{len(done)}/{len(members)}"}
             for key, name in columns.items():
                 values = [float(j[key]) for j in done if isinstance(j.get(key), (int, float))]
-                if values:
+                if values and key == "test_gallery_classes" and len(set(values)) == 1:
+                    row[name] = f"{values[0]:.0f}"  # a property of the split: the same for every seed
+                elif values:
                     mean, std = mean_std(values)
-                    digits = 0 if key in ("fit_seconds", "epochs_trained") else 3
+                    digits = 0 if key in ("fit_seconds", "epochs_trained", "test_gallery_classes") else 3
                     row[name] = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
             rows.append(row)
     print_table("Test metrics, mean ± sample std over seeds", rows, ["recipe", "split", "seeds", *columns.values()])

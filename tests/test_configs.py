@@ -82,6 +82,22 @@ def test_finetune_last_blocks_batch_pairs_adds_the_miner_flips_and_margin(tmp_pa
     assert module.network.backbone.frozen_blocks == 14 and module.backbone_lr == 1e-4
 
 
+def test_lite0_ema_auroc_is_lite0_batch_pairs_plus_the_average_and_the_auroc_checkpoint(tmp_path):
+    from omegaconf import OmegaConf
+    from siamese.callbacks import AveragedWeights
+
+    offline = ["backbone.pretrained=false"]
+    best = compose_train(["experiment=lite0_ema_auroc", *offline], tmp_path)
+    base = compose_train(["experiment=lite0_batch_pairs", *offline], tmp_path)
+    assert (best.callbacks.model_checkpoint.monitor, best.callbacks.model_checkpoint.mode) == ("val_auroc", "max")
+    assert best.callbacks.early_stopping.monitor == "val_loss"  # stopping stays on the loss
+    averaging = [c for c in instantiate_group(best.callbacks) if isinstance(c, AveragedWeights)]
+    assert len(averaging) == 1 and best.callbacks.ema.decay == 0.99
+    plain = lambda cfg: OmegaConf.to_container(cfg, resolve=True)  # noqa: E731
+    assert {k: v for k, v in plain(best).items() if k != "callbacks"} == \
+        {k: v for k, v in plain(base).items() if k != "callbacks"}  # nothing else differs
+
+
 def test_every_target_uses_one_lightning_namespace():
     texts = "\n".join(path.read_text() for path in Path(CONF).rglob("*.yaml"))
     assert "pytorch_lightning." in texts

@@ -32,6 +32,32 @@ def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
     assert (tmp_path / "summary.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])
+def test_a_sigterm_to_the_sweeps_processes_ends_the_sweep_in_one_line(hook, tiny_flowers, tmp_path):
+    """A scheduler or pkill signals the DataLoader workers too, so the job may die of its workers'
+    death before Lightning stops it: that must end the sweep, not start its next job."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "PYTHONPATH": str(ROOT / "tests")}
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "-m", "seed=1,2", *tiny_overrides(tiny_flowers),
+         "+callbacks.stop._target_=helpers.SigtermThenWorkerDeath", f"+callbacks.stop.hook={hook}",
+         f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: stopped by SIGTERM during a sweep (its jobs with a metrics.json are done); run the same command again"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0_seed=1"]  # the second job never started
+    assert (tmp_path / "0_seed=1" / "failed.json").is_file()  # the job's folder says why it has no metrics
+
+
 def fake_job(sweep, name, overrides, metrics=None, error=None):
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)

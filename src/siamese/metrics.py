@@ -147,6 +147,8 @@ def retrieval_metrics(
     ``map@r`` (Musgrave et al. 2020, "A Metric Learning Reality Check"): for a query with R
     other images of its class, the mean over its R nearest neighbours of precision@i at each
     relevant position i, divided by R. Queries whose class has no other image are left out.
+    ``gallery_classes``: how many classes the images hold; with few, Recall@k is easy (at random,
+    Recall@1 is about 1/classes), so it belongs beside them.
     Computed ``chunk_size`` queries at a time, so memory grows linearly with the images.
     """
     embeddings = embeddings.float()
@@ -168,6 +170,7 @@ def retrieval_metrics(
         raise ValueError("retrieval metrics need a class with at least two images")
     result = {f"recall@{k}": hits[k] / queries for k in ks}
     result["map@r"] = map_sum / queries
+    result["gallery_classes"] = float(len(counts))
     return result
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import signal
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -16,22 +17,48 @@ from omegaconf import DictConfig
 
 from siamese.config import RANKING_METRIC, lower_is_better
 from siamese.tables import log_to_files, markdown_table
+from siamese.entry import Stopped
 from siamese.errors import find_user_error
 
 log = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.json"
+STOPPED_SWEEP = "during a sweep (its jobs with a metrics.json are done)"
 SUMMARY_COLUMNS = ("job", "overrides", "status", "error", "best_epoch", "fit_seconds")
 
 
 def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | None:
     """Run one sweep job; if it raises, write ``failed.json`` (the error line) and return NaN,
-    so that the other jobs still run and the summary can report this one."""
+    so that the other jobs still run and the summary can report this one.
+
+    A SIGTERM during the job ends the sweep instead (:class:`Stopped`: one line, exit 143). While
+    Lightning runs, its handler notes the signal and stops at the next batch; but a scheduler or
+    ``pkill`` signals the DataLoader workers too, so the job may first die of their death, an
+    ordinary error, which must not let the sweep start its next job.
+    """
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def note(signum, frame):
+        received.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif signal.getsignal(signal.SIGTERM) is note:  # Lightning is not handling it: stop now, as by default
+            raise Stopped("SIGTERM", STOPPED_SWEEP)
+
+    signal.signal(signal.SIGTERM, note)
     try:
-        return job()
+        result = job()
     except Exception as exc:
         write_failure(exc, run_dir)
+        if received or isinstance(exc, Stopped):
+            raise Stopped("SIGTERM", STOPPED_SWEEP) from exc
         return float("nan")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise Stopped("SIGTERM", STOPPED_SWEEP)
+    return result
 
 
 def write_failure(exc: BaseException, run_dir: Path, console: bool = True) -> None:
