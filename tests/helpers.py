@@ -18,6 +18,9 @@ class SignalAt(pl.Callback):
         self.epoch, self.batch, self.signal, self.group = epoch, batch, getattr(signal, signal_name), group
 
     def _send(self) -> None:
+        if self.signal == signal.SIGINT and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            # started in the background (nohup, `cmd &` without job control): Ctrl-C reaches a terminal's run
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if self.group:
             os.killpg(os.getpgid(0), self.signal)
         else:
