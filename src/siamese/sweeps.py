@@ -51,7 +51,7 @@ def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | No
         result = job()
     except Exception as exc:
         write_failure(exc, run_dir)
-        if received or isinstance(exc, Stopped):
+        if received:  # the stop (note's own Stopped included) or what it caused
             raise Stopped("SIGTERM", STOPPED_SWEEP) from exc
         return float("nan")
     finally:

@@ -146,8 +146,9 @@ class Gallery:
             parts = [self.embeddings] if len(self.embeddings) else []
             self.embeddings = torch.cat(parts + self._pending)
             self._pending = []
-        complete = min(len(self.embeddings), len(self.paths), len(self.labels), len(self.stats))
-        if complete < max(len(self.embeddings), len(self.paths), len(self.labels), len(self.stats)):
+        lengths = (len(self.embeddings), len(self.paths), len(self.labels), len(self.stats))
+        complete = min(lengths)
+        if complete < max(lengths):
             self.embeddings = self.embeddings[:complete]
             del self.paths[complete:], self.labels[complete:], self.stats[complete:]
 

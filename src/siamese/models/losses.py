@@ -38,16 +38,21 @@ class ContrastiveLoss(nn.Module):
         return f"margin={self.margin}"
 
 
-def _pml_component(module: object, kind: str, spec: object, **extra: object) -> object:
+def _pml_class(module: object, kind: str, name: str, abstract: tuple[str, ...] = ()) -> type:
+    """The pytorch-metric-learning class ``name`` of a ``kind`` (Loss, Miner, Reducer), or a UserError
+    listing the choices; base classes (``Base*`` and ``abstract``) are not choices."""
+    names = sorted(n for n in dir(module) if n.endswith(kind) and not n.startswith("Base") and n not in abstract)
+    if name not in names:
+        raise UserError(f"unknown pytorch-metric-learning {kind.lower()} '{name}'; choose one of: {', '.join(names)}")
+    return getattr(module, name)
+
+
+def _pml_component(module: object, kind: str, spec: object) -> object:
     """A pytorch-metric-learning miner or reducer from ``{name: ..., <options>}`` (or a bare name)."""
     if spec is None:
         return None
     options = dict(spec) if not isinstance(spec, str) else {"name": spec}
-    name = str(options.pop("name", ""))
-    names = sorted(n for n in dir(module) if n.endswith(kind) and not n.startswith("Base"))
-    if name not in names:
-        raise UserError(f"unknown pytorch-metric-learning {kind.lower()} '{name}'; choose one of: {', '.join(names)}")
-    return getattr(module, name)(**options, **extra)
+    return _pml_class(module, kind, str(options.pop("name", "")))(**options)
 
 
 class MetricLearningLoss(nn.Module):
@@ -67,14 +72,11 @@ class MetricLearningLoss(nn.Module):
         super().__init__()
         from pytorch_metric_learning import losses, miners, reducers
 
-        names = sorted(n for n in dir(losses) if n.endswith("Loss") and n not in ("BaseMetricLossFunction",
-                                                                                  "GenericPairLoss"))
-        if name not in names:
-            raise UserError(f"unknown pytorch-metric-learning loss '{name}'; choose one of: {', '.join(names)}")
+        loss_class = _pml_class(losses, "Loss", name, abstract=("GenericPairLoss",))
         reducer_object = _pml_component(reducers, "Reducer", reducer)
         extra = {"reducer": reducer_object} if reducer_object is not None else {}
         try:
-            self.loss = getattr(losses, name)(**options, **extra)
+            self.loss = loss_class(**options, **extra)
         except TypeError as exc:
             raise UserError(f"model.loss options for {name}: {exc}") from None
         self.miner = _pml_component(miners, "Miner", miner)
