@@ -40,6 +40,8 @@ def main() -> None:
     rows = []
     for entry in args.sweeps:
         label, _, sweep = entry.partition("=")
+        if not label or not sweep or not Path(sweep).is_dir():
+            parser.error(f"{entry}: pass LABEL=SWEEP_DIR (or LABEL=RUN_DIR), a folder that src/train.py wrote")
         if (Path(sweep) / ".hydra").is_dir():  # one run, not a sweep: its parent holds it as a job
             jobs = [j for j in job_rows(Path(sweep).parent) if j["job"] == Path(sweep).name]
             sweep = str(Path(sweep).parent)

@@ -30,3 +30,27 @@ def test_the_trials_table_ranks_a_search_by_validation_and_shows_what_each_trial
     rows = [line for line in result.stdout.splitlines() if re.match(r"^\| \d", line)]
     assert rows == ["| 1 | 0.9000 | 0.6000 | 0.5000 | 2 | 1 |", "| 0 | 0.8000 | 0.7000 | 0.5000 | 2 | 1.500 |"]
     assert "| trial | val ROC-AUC | test ROC-AUC | test acc | best epoch | margin |" in result.stdout
+
+
+def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_argument(tmp_path):
+    import json
+
+    import yaml
+
+    for seed, auroc in [(1, 0.90), (2, 0.80)]:
+        job = tmp_path / f"{seed - 1}_seed={seed}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+        (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": "unseen_classes"}}))
+        (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc, "test_gallery_classes": 20.0}))
+    result = run_script("benchmarks/quality.py", f"mine={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("| recipe"))
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| mine |"))
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | ")))
+    assert cells["test ROC-AUC"].strip() == "0.850 ± 0.071" and cells["classes"].strip() == "20"
+    for wrong in ["mine", f"mine={tmp_path / 'missing'}"]:
+        refused = run_script("benchmarks/quality.py", wrong)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().splitlines()[-1].endswith(
+            f"{wrong}: pass LABEL=SWEEP_DIR (or LABEL=RUN_DIR), a folder that src/train.py wrote")
