@@ -48,7 +48,7 @@ if [ "$recipe" = lite0_full ]; then
   run monitor_val_auroc callbacks.model_checkpoint.monitor=val_auroc
   run ema_0.99 'callbacks=[default,ema]' callbacks.ema.decay=0.99
   run lite2 backbone.name=tf_efficientnet_lite2 backbone.weights_path=weights/tf_efficientnet_lite2.pth
-  run pml_multi_similarity model/loss=pml model.miner=null
+  run pml_multi_similarity model/loss=pml model.loss.miner=null
   run lite1 backbone.name=tf_efficientnet_lite1 backbone.weights_path=weights/tf_efficientnet_lite1.pth
   run augmentation_light data.augmentation=light model.cache_frozen_features=false
 elif [ "$recipe" = lite0 ]; then

@@ -59,12 +59,12 @@ class SigtermThenWorkerDeath(pl.Callback):
 class NaNAfter(ContrastiveLoss):
     """The contrastive loss, until ``steps`` training steps have passed: then NaN."""
 
-    def __init__(self, margin: float = 1.0, steps: int = 3) -> None:
-        super().__init__(margin)
+    def __init__(self, margin: float = 1.0, miner=None, steps: int = 3) -> None:
+        super().__init__(margin, miner)
         self.steps, self.calls = steps, 0
 
-    def forward(self, distance, same):
-        loss = super().forward(distance, same)
+    def forward(self, embeddings, labels, batch):
+        loss = super().forward(embeddings, labels, batch)
         if self.training:
             self.calls += 1
             if self.calls > self.steps:

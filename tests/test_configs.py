@@ -78,7 +78,7 @@ def test_finetune_last_blocks_batch_pairs_adds_the_miner_flips_and_margin(tmp_pa
     assert cfg.data.augmentation == "flip" and cfg.model.cache_frozen_features is True
     assert cfg.callbacks.early_stopping.monitor == "val_loss" and cfg.trainer.max_epochs == 20
     module = instantiate(cfg.model)
-    assert isinstance(module.miner, BatchPairs) and module.miner.margin == module.loss.margin == 1.4
+    assert isinstance(module.loss.miner, BatchPairs) and module.loss.miner.margin == module.loss.margin == 1.4
     assert module.network.backbone.frozen_blocks == 14 and module.backbone_lr == 1e-4
 
 

@@ -20,7 +20,7 @@ from siamese.inference.embedding import embed_files, embed_images, preprocess
 from siamese.inference.gallery import Gallery
 from siamese.inference.search import UNKNOWN, vote
 from siamese.knn import nearest
-from siamese.metrics import threshold_at_far
+from siamese.verdict import threshold_at_far
 from siamese.verdict import Verdict
 
 CLASSES = {"daisy": 4, "rose": 4, "tulip": 3}

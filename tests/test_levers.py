@@ -94,9 +94,10 @@ def test_a_pml_loss_trains_and_validates_with_the_pair_loss(tiny_flowers, tmp_pa
         rows = list(csv.DictReader(handle))
     distance = torch.tensor([float(r["distance"]) for r in rows])
     same = torch.tensor([float(r["same"]) for r in rows])
-    assert metrics["test_loss"] == pytest.approx(float(ContrastiveLoss(1.0)(distance, same)), abs=1e-5)
-    with pytest.raises(Exception, match="set model.miner=null"):
-        instantiate(compose_train([*overrides, "+model.miner._target_=siamese.models.miners.BatchPairs"], tmp_path).model)
+    assert metrics["test_loss"] == pytest.approx(float(ContrastiveLoss(1.0).pair_loss(distance, same)), abs=1e-5)
+    with pytest.raises(Exception, match="not BatchPairs: set model.loss.miner=null or name one"):
+        instantiate(compose_train([*overrides, "+model.loss.miner._target_=siamese.models.miners.BatchPairs"],
+                                  tmp_path).model)
 
 
 def test_the_light_augmentation_keeps_size_and_scale_and_varies_the_image():

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from siamese.verdict import Verdict
+from siamese.verdict import Verdict, best_threshold
 from siamese.metrics import (
     Collector,
-    best_threshold,
     equal_error_rate,
     retrieval_metrics,
     tar_at_far,

@@ -162,7 +162,7 @@ def test_pair_batches_carry_the_classes_of_their_images(tiny_flowers):
 
 
 def test_a_miner_trains_on_every_pair_of_the_batch(tiny_flowers, tmp_path):
-    miner = "model.miner={_target_:siamese.models.miners.BatchPairs,margin:${margin}}"
+    miner = "model.loss.miner={_target_:siamese.models.miners.BatchPairs,margin:${margin}}"
     cfg = compose_train([*tiny_overrides(tiny_flowers), "data.augmentation=none", miner], tmp_path)
     pl.seed_everything(0)
     module, data = instantiate(cfg.model), instantiate(cfg.data)
@@ -179,7 +179,7 @@ def test_a_miner_trains_on_every_pair_of_the_batch(tiny_flowers, tmp_path):
         hard = (labels[:, None] != labels[None]) & upper & (distance < cfg.margin)
         by_hand = distance[positive].pow(2).mean() / 2 + (cfg.margin - distance[hard]).pow(2).mean() / 2
         assert mined.item() == pytest.approx(by_hand.item(), rel=1e-4)
-        assert mined.item() != pytest.approx(module.loss(module(images_a, images_b), batch.same).item(), rel=1e-3)
+        assert mined.item() != pytest.approx(module.loss.pair_loss(module(images_a, images_b), batch.same).item(), rel=1e-3)
 
 
 def test_warmup_raises_every_learning_rate_linearly_then_hands_over(tiny_flowers, tmp_path):

@@ -2,16 +2,18 @@
 (``backbone.front()``) computed once per image, so that training runs only the rest.
 
 The data module yields bank rows instead of images when built with ``feature_rows=true``
-(``siamese.data.feature_rows``; the configs set it from ``model.cache_frozen_features``). The
-training module owns a :class:`FeatureCache`: it builds it at the start of fit, validate and
-test (``build_for``), and embeds bank rows through it (``features``; ``mirrored`` for
-test-time flips).
+(``siamese.data.feature_rows``; the configs set it from ``model.cache_frozen_features``). A
+training module with that key asks for the :class:`FrozenFeatureCache` callback, which builds a
+:class:`FeatureCache` from the data module at the start of fit, validate and test (the first
+that comes) and hands it to the module (``use_feature_cache``); the module embeds bank rows
+through it (``features``; ``mirrored`` for test-time flips). The module never sees the data module.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -81,3 +83,23 @@ class FeatureCache:
         """The rows of the same images mirrored (and back)."""
         assert self.bank is not None, "build() first"
         return (rows + self.catalog_size) % len(self.bank)
+
+
+class FrozenFeatureCache(pl.Callback):
+    """Builds the training module's :class:`FeatureCache` from the trainer's data module, once, before
+    the first fit, validation or test step, and hands it over (``pl_module.use_feature_cache``)."""
+
+    def _build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.feature_cache is None:
+            cache = FeatureCache()
+            cache.build_for(trainer.datamodule, pl_module.network, pl_module.device)
+            pl_module.use_feature_cache(cache)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._build(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._build(trainer, pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._build(trainer, pl_module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from siamese.errors import UserError
-from siamese.models.embedder import DISTANCE_EPS
+from siamese.distance import MIN_DISTANCE, from_squared
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -15,7 +15,7 @@ def chunked_nearest(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, rows), each (queries, k), nearest first, ``chunk_size`` queries at a time (memory
     grows linearly). ``self_rows[i]``, when given, is a gallery row query ``i`` may not return.
-    Distances are ``sqrt(max(d², DISTANCE_EPS))`` like the network's, so they compare with its threshold."""
+    Distances are ``siamese.distance.euclidean``'s, so they compare with its threshold."""
     gallery = gallery.float().contiguous()
     all_distances, all_rows = [], []
     for start in range(0, len(queries), chunk_size):
@@ -24,7 +24,7 @@ def chunked_nearest(
         if self_rows is not None:
             distance[torch.arange(len(chunk)), self_rows[start : start + chunk_size]] = float("inf")
         values, rows = distance.topk(k, dim=1, largest=False)
-        all_distances.append(values.clamp_min(DISTANCE_EPS**0.5))
+        all_distances.append(values.clamp_min(MIN_DISTANCE))
         all_rows.append(rows)
     if not all_rows:
         return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
@@ -52,7 +52,7 @@ def _faiss_nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int) -> tupl
     index = faiss.IndexFlatL2(gallery.shape[1])
     index.add(gallery.float().contiguous().numpy())
     squared, rows = index.search(queries.float().contiguous().numpy(), k)
-    return torch.from_numpy(squared).clamp_min(DISTANCE_EPS).sqrt(), torch.from_numpy(rows).long()
+    return from_squared(torch.from_numpy(squared)), torch.from_numpy(rows).long()
 
 
 def nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int, backend: str = "auto"):

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from siamese.data.transforms import Preprocessing
+from siamese.distance import EuclideanDistance, halves
 from siamese.errors import UserError, as_number
 from siamese.models.backbones import Backbone
-
-DISTANCE_EPS = 1e-7  # distances are sqrt(max(d², DISTANCE_EPS)): the gradient stays finite at 0
-
-
-class EuclideanDistance(nn.Module):
-    """``sqrt(max(sum((a - b)^2), eps))`` over the last dimension; eps keeps the gradient finite at 0."""
-
-    def __init__(self, eps: float = DISTANCE_EPS) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(torch.clamp((a - b).pow(2).sum(dim=-1), min=self.eps))
 
 
 class Embedder(nn.Module):
@@ -33,11 +21,13 @@ class Embedder(nn.Module):
     mirror image's (unit length again when the embeddings are normalised).
 
     Both images of a pair go through this one module (shared weights); two images show the same
-    kind when ``distance`` of their embeddings passes the ``Verdict`` (``siamese.verdict``).
+    kind when their ``siamese.distance`` passes the ``Verdict`` (``siamese.verdict``).
     ``preprocessing`` is what the input images must be (size, mean, std). ``channels_last``
     stores the weights and inputs in NHWC order, which convolutions on recent CPUs and GPUs run
-    faster; the results stay the same. ``forward`` is what the training module, evaluation,
-    ``verify.py``, ``index.py``/``search.py`` and the ONNX/TorchScript export all run.
+    faster; the results stay the same. ``forward`` is what evaluation, ``verify.py``,
+    ``index.py``/``search.py``, the page and the ONNX/TorchScript export run; the training module
+    runs it too, or, on cached frozen features, ``embed_front_features`` through the same
+    :meth:`with_flip`.
     """
 
     def __init__(
@@ -81,9 +71,19 @@ class Embedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings (N, embedding_dim) of preprocessed images (N, 3, H, W)."""
-        if self.test_time_flip and not self.training:
-            return self.average_with_mirror(self.embed_once(images), self.embed_once(images.flip(-1)))
-        return self.embed_once(images)
+        return self.with_flip(self.embed_once, images, lambda pictures: pictures.flip(-1))
+
+    def with_flip(
+        self, embed_once: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+        mirror: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """``embed_once(inputs)``, or, outside training with ``test_time_flip``, the mean of it and
+        ``embed_once(mirror(inputs))``: the one test-time flip, for images and for cached features."""
+        embedding = embed_once(inputs)
+        if not self.test_time_flip or self.training:
+            return embedding
+        mean = (embedding + embed_once(mirror(inputs))) / 2
+        return F.normalize(mean, dim=1) if self.normalize_embedding else mean
 
     def embed_once(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings of the images as given (no test-time flip)."""
@@ -93,23 +93,17 @@ class Embedder(nn.Module):
         """``embed_once`` from the output of ``backbone.front()`` (cached features)."""
         return self._project(self.backbone.tail(features))
 
-    def average_with_mirror(self, embedding: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
-        """The test-time flip: the mean of the embeddings of an image and of its mirror image."""
-        mean = (embedding + mirrored) / 2
-        return F.normalize(mean, dim=1) if self.normalize_embedding else mean
-
     def _project(self, feature_map: torch.Tensor) -> torch.Tensor:
         embedding = self.head(self.pool(feature_map).flatten(1))
         return F.normalize(embedding, dim=1) if self.normalize_embedding else embedding
 
-    def halves_distance(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Distance of each embedding of the first half of a batch to its twin in the second half."""
-        a, b = embeddings.chunk(2)
-        return self.distance(a, b)
-
-    def pair_distance(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
-        """Distances of image pairs, in one pass over both halves (the same weights, faster)."""
-        return self.halves_distance(self(torch.cat([images_a, images_b])))
+    def pair_distance(
+        self, images_a: torch.Tensor, images_b: torch.Tensor,
+        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Distances of image pairs, in one pass over both halves (the same weights, faster);
+        ``embed`` replaces this module's forward (the training module's, for cached features)."""
+        return halves((embed or self)(torch.cat([images_a, images_b])))
 
     def spec(self) -> dict[str, Any]:
         """A config that builds this embedder's architecture without any download: what a

@@ -1,4 +1,4 @@
-"""The LightningModule: twin network, contrastive loss, optimizer and metrics per split."""
+"""The LightningModule: the embedder trained with a loss, the threshold calibrated, metrics per split."""
 
 from __future__ import annotations
 
@@ -10,17 +10,9 @@ from torch import nn
 
 from siamese.data.batches import ImageBatch, PairBatch
 from siamese.errors import UserError, as_number
-from siamese.feature_cache import FeatureCache
-from siamese.metrics import (
-    FAR_LEVELS,
-    Collector,
-    best_threshold,
-    retrieval_metrics,
-    threshold_at_far,
-    verification_metrics,
-)
+from siamese.feature_cache import FeatureCache, FrozenFeatureCache
+from siamese.metrics import FAR_LEVELS, Collector, retrieval_metrics, verification_metrics
 from siamese.models.embedder import Embedder
-from siamese.models.losses import MetricLearningLoss
 from siamese.verdict import Verdict, threshold_rule
 
 PAIRS = 0  # dataloader index of a test run's pairs (then single images for retrieval)
@@ -68,12 +60,11 @@ class SiameseModule(pl.LightningModule):
     accept rate on the validation pairs is at most ``threshold_far``; a number fixes it. The threshold is a buffer, so the
     checkpoint carries it to testing and to ``verify.py``.
 
-    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) that receive the
-    parameters / the optimizer. ``backbone_lr``, when given, is the learning rate of the
-    trainable backbone layers; the head uses the optimizer's own. ``miner`` (e.g.
-    ``BatchPairs``), when given, chooses and weights the training pairs among all the images of
-    a batch, by their classes; without one the loss sees the sampled pairs. Validation and test
-    always score the sampled pairs. ``warmup_steps`` raises every learning rate linearly from
+    ``loss`` is any loss of ``siamese.models.losses``: ``loss(embeddings, labels, batch)`` trains,
+    ``loss.pair_loss(distance, same)`` is ``val_loss``/``test_loss``. Validation and test always
+    score the sampled pairs. ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``)
+    that receive the parameters / the optimizer. ``backbone_lr``, when given, is the learning rate
+    of the trainable backbone layers; the head uses the optimizer's own. ``warmup_steps`` raises every learning rate linearly from
     ``1/warmup_steps`` of its value to its value over the first optimizer steps; the scheduler
     takes over from there.
 
@@ -86,9 +77,10 @@ class SiameseModule(pl.LightningModule):
 
     Speed options (the results stay the same): ``compile`` runs the embedding through
     ``torch.compile``; ``cache_frozen_features`` computes the frozen blocks at the start of the
-    backbone once per image (at the start of fit, validate and test) and trains only the rest
-    (``siamese.feature_cache``): the data module then yields feature-bank rows instead of
-    images (``data.feature_rows``, which follows this key in the configs).
+    backbone once per image and trains only the rest: the module asks for the
+    ``FrozenFeatureCache`` callback, which builds the bank from the data module and hands it to
+    :meth:`use_feature_cache`; the data module then yields feature-bank rows instead of images
+    (``data.feature_rows``, which follows this key in the configs).
 
     Validation and test metrics are computed once per epoch over every pair of the split, in
     pair order (``position``): under DDP the scores of all processes are gathered, put back in
@@ -106,7 +98,6 @@ class SiameseModule(pl.LightningModule):
         backbone_lr: float | None = None,
         compile: bool = False,
         cache_frozen_features: bool = False,
-        miner: nn.Module | None = None,
         threshold_far: float | None = None,
         warmup_steps: int = 0,
         loss_lr: float | None = None,
@@ -115,19 +106,15 @@ class SiameseModule(pl.LightningModule):
         warmup_steps = as_number(warmup_steps, "model.warmup_steps", int)
         if warmup_steps < 0:
             raise UserError(f"model.warmup_steps must be 0 (no warm-up) or more, got {warmup_steps}")
-        if miner is not None and isinstance(loss, MetricLearningLoss):
-            raise UserError("model.miner chooses pairs for the contrastive loss; a pytorch-metric-learning loss takes "
-                            "its own miner (model.loss.miner): set model.miner=null")
         if threshold_far is not None:
             threshold_far = as_number(threshold_far, "model.threshold_far")
             if not 0.0 < threshold_far < 1.0:
                 raise UserError(f"model.threshold_far must be between 0 and 1 (a false accept rate), got {threshold_far}")
             if threshold is not None:
                 raise UserError("model.threshold fixes the threshold and model.threshold_far calibrates it: set only one")
-        self.save_hyperparameters(logger=False, ignore=["network", "loss", "optimizer", "scheduler", "miner"])
+        self.save_hyperparameters(logger=False, ignore=["network", "loss", "optimizer", "scheduler"])
         self.network = network
         self.loss = loss
-        self.miner = miner
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr = backbone_lr
@@ -148,7 +135,8 @@ class SiameseModule(pl.LightningModule):
         self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
         self.embed_images: Callable[[torch.Tensor], torch.Tensor] = network
         self.embed_front_features = network.embed_front_features
-        self.feature_cache = FeatureCache() if cache_frozen_features else None
+        self.cache_frozen_features = bool(cache_frozen_features)
+        self.feature_cache: FeatureCache | None = None  # handed over by FrozenFeatureCache
         self.last_validation_step: int | None = None  # global step of the last validation epoch of a fit
 
     @classmethod
@@ -169,42 +157,28 @@ class SiameseModule(pl.LightningModule):
             self.embed_images = torch.compile(self.network)
             self.embed_front_features = torch.compile(self.network.embed_front_features)
 
-    def on_fit_start(self) -> None:
-        self._build_feature_cache()
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [FrozenFeatureCache()] if self.cache_frozen_features else []
 
-    def on_validation_start(self) -> None:
-        self._build_feature_cache()
-
-    def on_test_start(self) -> None:
-        self._build_feature_cache()
-
-    def _build_feature_cache(self) -> None:
-        if self.feature_cache is not None and not self.feature_cache.built:
-            self.feature_cache.build_for(self.trainer.datamodule, self.network, self.device)
+    def use_feature_cache(self, cache: FeatureCache) -> None:
+        """Embed feature-bank rows through ``cache`` from now on (``FrozenFeatureCache`` calls it)."""
+        self.feature_cache = cache
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Embeddings of images, or of feature-bank rows (catalog indices) when the frozen features are
         cached; with the embedder's test-time flip outside training in both cases."""
-        if self.feature_cache is None:
+        cache = self.feature_cache
+        if cache is None:
             return self.embed_images(inputs)
-        embedding = self.embed_front_features(self.feature_cache.features(inputs))
-        if not self.network.test_time_flip or self.training:
-            return embedding
-        mirrored = self.embed_front_features(self.feature_cache.features(self.feature_cache.mirrored(inputs)))
-        return self.network.average_with_mirror(embedding, mirrored)
+        return self.network.with_flip(lambda rows: self.embed_front_features(cache.features(rows)), inputs,
+                                      cache.mirrored)
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
-        return self.network.halves_distance(self.embed(torch.cat([images_a, images_b])))
+        return self.network.pair_distance(images_a, images_b, self.embed)
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         embeddings = self.embed(torch.cat([batch.images_a, batch.images_b]))
-        classes = torch.cat([batch.class_a, batch.class_b])
-        if isinstance(self.loss, MetricLearningLoss):  # a batch-level loss: embeddings and classes
-            loss = self.loss(embeddings, classes)
-        elif self.miner is None:
-            loss = self.loss(self.network.halves_distance(embeddings), batch.same)
-        else:
-            loss = self.loss(*self.miner(embeddings, classes, self.network.distance))
+        loss = self.loss(embeddings, torch.cat([batch.class_a, batch.class_b]), batch)
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
@@ -241,10 +215,7 @@ class SiameseModule(pl.LightningModule):
             self.last_validation_step = trainer.global_step  # training reuses its scores for the best checkpoint
         distance, same = self._collected("val")
         if self.calibrate_threshold and len(distance):
-            if self.threshold_far is None:
-                self.threshold.fill_(best_threshold(distance, same))
-            else:
-                self.threshold.fill_(threshold_at_far(distance, same, self.threshold_far))
+            self.threshold.fill_(Verdict.calibrate(distance, same, self.threshold_far).threshold)
         self._log_pair_metrics("val", distance, same)
 
     def on_test_epoch_end(self) -> None:
@@ -278,8 +249,7 @@ class SiameseModule(pl.LightningModule):
             return {}
         # Every process holds the same gathered scores: syncing averages equal values.
         log = dict(add_dataloader_idx=False, sync_dist=True)
-        pair_loss = self.loss.pair_loss if isinstance(self.loss, MetricLearningLoss) else self.loss
-        self.log(f"{split}_loss", float(pair_loss(distance, same)), prog_bar=True, **log)
+        self.log(f"{split}_loss", float(self.loss.pair_loss(distance, same)), prog_bar=True, **log)
         if same.min() == same.max():
             return {}  # nothing more to score (e.g. a limited sanity check with one class of pairs)
         metrics = verification_metrics(distance, same, self.verdict, **kwargs)
