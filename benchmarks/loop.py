@@ -77,7 +77,7 @@ def bare_run(module, batches, args) -> float:
             start = time.perf_counter()
         images_a, images_b, same = batch.images_a.to(device), batch.images_b.to(device), batch.same.to(device)
         with autocast:
-            loss = module.loss(module(images_a, images_b), same)
+            loss = module.loss.pair_loss(module(images_a, images_b), same)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from _common import Stopwatch, median, print_table
-from siamese.inference.gallery import search_index
+from siamese.knn import search_index
 
 
 def main() -> None:

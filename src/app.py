@@ -14,7 +14,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="app")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from siamese.inference.commands import serve_app
+    from siamese.commands.app import serve_app
 
     serve_app(cfg)
 

@@ -14,7 +14,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="index")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from siamese.inference.commands import build_index
+    from siamese.commands.index import build_index
 
     build_index(cfg)
 

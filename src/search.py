@@ -14,7 +14,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="search")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from siamese.inference.commands import search
+    from siamese.commands.search import search
 
     search(cfg)
 

@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.get("threads") is None and isinstance(n_jobs, int) and n_jobs > 0:
         cfg.threads = max(1, (os.cpu_count() or 1) // n_jobs)
     if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded; the sweep goes on
-        from siamese.sweeps import record_failure
+        from siamese.entry import record_failure
 
         with separate_ddp_jobs():
             return record_failure(lambda: train(cfg), Path(hydra_cfg.runtime.output_dir))
@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> float | None:
         try:
             return train(cfg)
         except Exception as exc:  # the run folder says why it has no metrics.json
-            from siamese.sweeps import write_failure
+            from siamese.entry import write_failure
 
             write_failure(exc, Path(hydra_cfg.runtime.output_dir), console=False)
             raise

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from siamese.config import register_resolvers
 from siamese.entry import report_user_errors
-from siamese.errors import UserError
 
 register_resolvers()
 
@@ -17,31 +14,9 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="verify")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from siamese.checkpoints import load_for_use
-    from siamese.entry import stop_on_signals
-    from siamese.inference.embedding import pair_distances
-    from siamese.tables import format_table
-    from siamese.verification import verify_csv
+    from siamese.commands.verify import verify
 
-    single = cfg.image_a is not None or cfg.image_b is not None
-    if single == (cfg.pairs is not None) or (single and (cfg.image_a is None or cfg.image_b is None)):
-        raise UserError("give either image_a=... and image_b=..., or pairs=<csv>")
-    model = load_for_use(cfg.ckpt_path, device=cfg.device, threshold=cfg.threshold)
-    verdict = model.verdict
-    if single:
-        for image in (cfg.image_a, cfg.image_b):
-            if not Path(image).is_file():
-                raise UserError(f"image {image} does not exist")
-        distance = float(pair_distances(model, [Path(cfg.image_a)], [Path(cfg.image_b)])[0])
-        print(f"distance {distance:.4f}  threshold {verdict.threshold:.4f} ({verdict.rule})  {verdict.word(distance)}")
-        return
-    pairs = Path(cfg.pairs)
-    out = Path(cfg.out) if cfg.out else pairs.with_name(f"{pairs.stem}_verified.csv")
-    with stop_on_signals():
-        metrics = verify_csv(model, pairs, out, batch_size=cfg.batch_size)
-    print(f"scored pairs written to {out} (threshold {verdict.threshold:.4f}, {verdict.rule})")
-    if metrics is not None:
-        print(format_table(metrics))
+    verify(cfg)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import run_script
+from helpers import run_script
 
 
 def test_training_loop_benchmark_prints_its_table():

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ProgressBar
 import torch
+from helpers import CONF, compose_train
 from hydra.utils import instantiate
+from pytorch_lightning.callbacks import ProgressBar
 
-from conftest import CONF, compose_train
 from siamese.data.datamodule import PairDataModule
 from siamese.models.miners import BatchPairs
 from siamese.models.module import SiameseModule
@@ -84,6 +84,7 @@ def test_finetune_last_blocks_batch_pairs_adds_the_miner_flips_and_margin(tmp_pa
 
 def test_lite0_ema_auroc_is_lite0_batch_pairs_plus_the_average_and_the_auroc_checkpoint(tmp_path):
     from omegaconf import OmegaConf
+
     from siamese.callbacks import AveragedWeights
 
     offline = ["backbone.pretrained=false"]

@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from lightning_fabric.utilities.distributed import DistributedSamplerWrapper  # what Lightning wraps samplers in
+from helpers import compose_train, run_script, tiny_overrides, write_flowers102
+from lightning_fabric.utilities.distributed import (
+    DistributedSamplerWrapper,  # what Lightning wraps samplers in
+)
 
-from conftest import compose_train, run_script, tiny_overrides, write_flowers102
 from siamese.data.pairs import PairSampler
 from siamese.models.module import in_order
 

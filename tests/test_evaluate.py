@@ -6,9 +6,8 @@ import shutil
 
 import pytest
 import torch
+from helpers import read_rows, run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from conftest import run_script
 from test_train import scalar_tags
 
 
@@ -16,11 +15,6 @@ from test_train import scalar_tags
 def best_checkpoint(trained_run):
     run_dir, _ = trained_run
     return json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-
-
-def read_rows(path):
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_eval_reproduces_the_training_runs_test_metrics(trained_run, best_checkpoint, tmp_path):
@@ -162,12 +156,12 @@ def test_eval_stops_on_sigterm_with_one_line(best_checkpoint, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "PYTHONPATH": str(ROOT / "tests")}
     result = subprocess.run(
         [sys.executable, "src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", "data.num_workers=1",
-         "+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=-1", "+callbacks.stop.batch=1",
+         "+callbacks.stop._target_=helpers.doubles.SignalAt", "+callbacks.stop.epoch=-1", "+callbacks.stop.batch=1",
          "+callbacks.stop.signal_name=SIGTERM", "+callbacks.stop.group=true", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, start_new_session=True,
     )

@@ -4,12 +4,19 @@ import json
 
 import numpy as np
 import pytest
+from helpers import (
+    IMAGENET,
+    SHARED_DATA,
+    SHARED_WEIGHTS,
+    compose_train,
+    needs_shared,
+    run_script,
+)
+from test_train import scalar_tags
 
-from conftest import IMAGENET, SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared, run_script
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_flowers102
 from siamese.training import train
-from test_train import scalar_tags
 
 pytestmark = needs_shared
 

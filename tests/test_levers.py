@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from helpers import compose_train, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_train, tiny_overrides
 from siamese.checkpoints import load_for_use
 from siamese.training import train
 

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from siamese.verdict import Verdict, best_threshold
 from siamese.metrics import (
     Collector,
     equal_error_rate,
@@ -9,27 +8,11 @@ from siamese.metrics import (
     tar_at_far,
     verification_metrics,
 )
+from siamese.verdict import Verdict
 
 
 def t(*values):
     return torch.tensor(values, dtype=torch.float32)
-
-
-def test_best_threshold_separates_perfectly_separable_pairs():
-    distance, same = t(0.1, 0.2, 0.3, 0.8, 0.9), t(1, 1, 0, 0, 0)
-    assert best_threshold(distance, same) == pytest.approx(0.25)
-    assert verification_metrics(distance, same, Verdict(0.25))["acc"] == 1.0
-
-
-def test_best_threshold_cannot_cut_between_equal_distances():
-    # cuts: none same (2/4 right), the three 0.5s same (3/4), all same (2/4)
-    assert best_threshold(t(0.5, 0.5, 0.5, 0.9), t(1, 0, 1, 0)) == pytest.approx(0.7)
-
-
-def test_best_threshold_when_every_pair_is_the_same_class():
-    distance = t(0.3, 0.1, 0.2)
-    threshold = best_threshold(distance, t(1, 1, 1))
-    assert threshold > 0.3 and (distance < threshold).all()
 
 
 def test_metrics_at_a_given_threshold_by_hand():

@@ -9,83 +9,15 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import ROOT, compose_train, run_script, tiny_overrides, user_error_of
+from helpers.doubles import Payload
 
-from conftest import IMAGENET, ROOT, compose_train, run_script, tiny_overrides, write_image_folder
-from helpers import Payload
-from siamese.data.datamodule import PairDataModule
-from siamese.data.io import read_rgb
 from siamese.data.pairs import PairSampler
-from siamese.data.sources import load_flowers102, load_image_folder
-from siamese.data.transforms import build_transform
-from siamese.errors import find_user_error
+from siamese.data.sources import load_flowers102
 from siamese.models.backbones import Backbone
 from siamese.training import train
 
 TESTS = str(Path(__file__).parent)
-
-
-def user_error_of(func, *args, **kwargs) -> str:
-    with pytest.raises(Exception) as caught:
-        func(*args, **kwargs)
-    error = find_user_error(caught.value)
-    assert error is not None, f"not a UserError: {caught.value!r}"
-    return str(error)
-
-
-# ------------------------------------------------------------------------------------------ data
-@pytest.fixture
-def folder(tmp_path):
-    return write_image_folder(tmp_path / "images", {"a": 6, "b": 6, "c": 6})
-
-
-@pytest.mark.parametrize("damage, problem", [
-    (lambda path: path.write_bytes(b"this is not a picture"), "cannot identify image file"),
-    (lambda path: path.write_bytes(path.read_bytes()[:-10]), "truncated JPEG"),
-])
-def test_unreadable_images_are_found_before_training(folder, damage, problem):
-    damage(folder / "b" / "2.jpg")
-    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="stratified", split_fractions=(0.34, 0.33, 0.33))
-    message = user_error_of(data.setup)
-    assert f"1 unreadable image(s), first {folder / 'b' / '2.jpg'}" in message and problem in message
-    assert "data.on_bad_image=skip" in message
-
-
-def test_skip_leaves_bad_images_out_with_one_warning(folder):
-    (folder / "a" / "0.jpg").write_bytes(b"broken")
-    (folder / "c" / "4.jpg").write_bytes(b"")
-    data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="stratified",
-                          split_fractions=(0.34, 0.33, 0.33), on_bad_image="skip")
-    with pytest.warns(UserWarning, match="skipping 2 unreadable image") as record:
-        data.setup()
-    assert len([w for w in record if "unreadable" in str(w.message)]) == 1
-    kept = np.concatenate(list(data.splits.values()))
-    assert len(kept) == 16
-    assert not {"a/0.jpg", "c/4.jpg"} & {data.catalog.files[i] for i in kept}
-
-
-def test_files_that_are_not_images_are_ignored(folder):
-    (folder / "a" / "notes.txt").write_text("not an image")
-    assert "a/notes.txt" not in load_image_folder(folder).files
-
-
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
-def test_unusual_image_modes_become_rgb(mode, tmp_path):
-    if mode == "I;16":
-        image = Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16))  # 32896 / 257 = 128
-    else:
-        image = Image.new("RGB", (8, 8), (200, 100, 50)).convert(mode)
-    path = tmp_path / f"image.{'jpg' if mode == 'CMYK' else 'png'}"
-    image.save(path)
-    rgb = read_rgb(path)
-    assert rgb.mode == "RGB" and rgb.size == (8, 8)
-    if mode == "I;16":
-        assert np.asarray(rgb)[0, 0].tolist() == [128, 128, 128]  # scaled, not clipped to white
-
-
-def test_images_smaller_than_the_input_size_are_resized(tmp_path):
-    Image.new("RGB", (4, 3), (10, 20, 30)).save(tmp_path / "tiny.png")
-    assert build_transform(32)(read_rgb(tmp_path / "tiny.png")).shape == (3, 32, 32)
 
 
 def test_flowers102_download_without_network_says_what_to_do(monkeypatch, tmp_path):
@@ -163,7 +95,7 @@ def test_crafted_pickles_are_refused_and_run_nothing(tiny_flowers, tmp_path):
 # ----------------------------------------------------------------------------------------- runtime
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(tiny_flowers, tmp_path):
     cfg = compose_train(
-        tiny_overrides(tiny_flowers) + ["trainer.max_epochs=3", "model.loss._target_=helpers.NaNAfter", "+model.loss.steps=3"],
+        tiny_overrides(tiny_flowers) + ["trainer.max_epochs=3", "model.loss._target_=helpers.doubles.NaNAfter", "+model.loss.steps=3"],
         tmp_path,
     )
     message = user_error_of(train, cfg)
@@ -190,7 +122,7 @@ def run_with_tests_on_path(*args):
     pytest.param("SIGTERM", 143, 1, marks=pytest.mark.slow), pytest.param("SIGINT", 1, 0, marks=pytest.mark.slow),
 ])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code, batch, tiny_flowers, tmp_path):
-    killer = ["+callbacks.stop._target_=helpers.SignalAt", "+callbacks.stop.epoch=1", f"+callbacks.stop.batch={batch}",
+    killer = ["+callbacks.stop._target_=helpers.doubles.SignalAt", "+callbacks.stop.epoch=1", f"+callbacks.stop.batch={batch}",
               f"+callbacks.stop.signal_name={signal_name}"]
     result = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path, *killer))
     assert result.returncode == code, result.stderr[-2000:]
@@ -208,7 +140,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code
 def test_run_killed_in_epoch_3_resumes_to_the_same_numbers(tiny_flowers, tmp_path):
     whole = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killer = ["+callbacks.kill._target_=helpers.SignalAt", "+callbacks.kill.epoch=2", "+callbacks.kill.batch=1"]
+    killer = ["+callbacks.kill._target_=helpers.doubles.SignalAt", "+callbacks.kill.epoch=2", "+callbacks.kill.batch=1"]
     killed = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path / "killed", *killer))
     assert killed.returncode == -9
     last = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_script, tiny_overrides
+from helpers import run_script, tiny_overrides
 
 
 def test_a_redirected_run_logs_one_line_per_epoch_and_no_startup_noise(tiny_flowers, tmp_path):

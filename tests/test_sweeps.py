@@ -4,8 +4,8 @@ import csv
 import json
 
 import pytest
+from helpers import CONF, run_script, tiny_overrides
 
-from conftest import CONF, run_script, tiny_overrides
 from siamese.config import job_dirname
 from siamese.sweeps import mean_std, summarize
 
@@ -40,12 +40,12 @@ def test_a_sigterm_to_the_sweeps_processes_ends_the_sweep_in_one_line(hook, tiny
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, "PYTHONPATH": str(ROOT / "tests")}
     result = subprocess.run(
         [sys.executable, "src/train.py", "-m", "seed=1,2", *tiny_overrides(tiny_flowers),
-         "+callbacks.stop._target_=helpers.SigtermThenWorkerDeath", f"+callbacks.stop.hook={hook}",
+         "+callbacks.stop._target_=helpers.doubles.SigtermThenWorkerDeath", f"+callbacks.stop.hook={hook}",
          f"hydra.sweep.dir={tmp_path}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -84,8 +84,9 @@ def test_mean_and_std_over_seeds(tmp_path):
 
 
 def test_the_summary_ranks_a_margin_sweep_by_roc_auc_not_by_loss(tmp_path):
-    from siamese.sweeps import SweepSummary
     from omegaconf import OmegaConf
+
+    from siamese.sweeps import SweepSummary
 
     # a smaller margin shrinks val_loss whatever the model's quality
     fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_auroc": 0.80})

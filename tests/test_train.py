@@ -6,10 +6,10 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import IMAGENET, compose_train, run_script, tiny_overrides
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import IMAGENET, compose_train, run_script, tiny_overrides
 from siamese.data.datamodule import PairDataModule
 from siamese.errors import UserError, find_user_error
 from siamese.training import train
@@ -98,7 +98,8 @@ def test_training_pairs_are_redrawn_each_epoch_by_the_trainer(tiny_flowers, tmp_
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, callbacks=[RecordPairs()], limit_val_batches=0)
     trainer.fit(instantiate(cfg.model), datamodule=data)
-    assert len(seen) == 3 and seen[0] != seen[1] != seen[2]
+    assert len(seen) == 3
+    assert seen[0] != seen[1] and seen[1] != seen[2] and seen[0] != seen[2]  # every epoch its own pairs
 
 
 @pytest.mark.parametrize(
@@ -202,3 +203,26 @@ def test_warmup_raises_every_learning_rate_linearly_then_hands_over(tiny_flowers
     # epoch, goes on from the full rates: halved after epoch 1 (steps 4-5), again after epoch 2 (steps 6-7)
     expected = [[head * f, backbone * f] for f in (0.25, 0.5, 0.75, 1.0, 0.5, 0.5, 0.25, 0.25)]
     assert used == [[pytest.approx(h), pytest.approx(b)] for h, b in expected]
+
+
+def test_split_all_is_refused_for_training(tiny_flowers, tmp_path):
+    from siamese.training import train
+
+    with pytest.raises(Exception, match="data.split=all makes every image a test image"):
+        train(compose_train([*tiny_overrides(tiny_flowers), "data.split=all"], tmp_path))
+
+
+def test_resuming_a_run_from_before_the_miner_moved_into_the_loss(tiny_flowers, tmp_path):
+    from omegaconf import OmegaConf
+
+    from siamese.training import resume_config
+
+    old = OmegaConf.to_container(compose_train(tiny_overrides(tiny_flowers), tmp_path / "old"))
+    del old["model"]["loss"]["miner"]
+    old["model"]["miner"] = {"_target_": "siamese.models.miners.BatchPairs", "margin": 0.7}
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "run_config": old}, tmp_path / "old" / "checkpoints" / "last.ckpt")
+    cfg = compose_train([*tiny_overrides(tiny_flowers), f"resume={tmp_path / 'old'}"], tmp_path / "old")
+    merged = resume_config(cfg, [])
+    assert "miner" not in merged.model and merged.model.loss.miner.margin == 0.7
+    assert instantiate(merged.model).loss.miner.margin == 0.7

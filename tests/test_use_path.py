@@ -1,100 +1,86 @@
-"""The use path under hostile input: damaged indexes, interruptions, odd output paths, progress off a terminal."""
+"""Every use of a checkpoint gives the same numbers: eval.py, verify.py, index.py/search.py and the export; odd output paths are one line."""
 
-import io
 import json
 
+import numpy as np
 import pytest
 import torch
+from helpers import compose_config, index_folder, read_rows, run_script
 
-from conftest import run_script, write_image_folder
-from siamese.entry import Stopped, report_user_errors
-from siamese.errors import UserError
+from siamese.checkpoints import load_for_use
+from siamese.inference.embedding import embed_files, preprocess
 from siamese.inference.gallery import Gallery
-from siamese.inference.progress import Progress
-from test_inference import compose_config
 
 
-@pytest.fixture(scope="module")
-def checkpoint(trained_run):
-    run_dir, _ = trained_run
-    return json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+def test_eval_on_a_whole_folder_by_hand(checkpoint, gallery_dir, tmp_path):
+    result = run_script("src/eval.py", f"ckpt_path={checkpoint}", "data=imagefolder", f"data.root={gallery_dir}",
+                        "data.split=all", "accelerator=cpu", "data.num_workers=0", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    rows = read_rows(tmp_path / "pairs_test.csv")
+    used = {r["image_a"] for r in rows} | {r["image_b"] for r in rows}
+    assert used <= {p.relative_to(gallery_dir).as_posix() for p in gallery_dir.rglob("*.*")}
+    distance = torch.tensor([float(r["distance"]) for r in rows])
+    same = torch.tensor([int(r["same"]) for r in rows])
+    assert same.sum() * 2 == len(rows)  # balanced
+    model = load_for_use(checkpoint)
+    threshold = model.verdict.threshold  # the checkpoint's, as is: nothing is calibrated on the folder
+    assert metrics["test_threshold"] == pytest.approx(threshold)
+    assert metrics["test_acc"] == pytest.approx(float(((distance < threshold).long() == same).float().mean()))
+    positives, negatives = distance[same == 1], distance[same == 0]
+    wins = (positives[:, None] < negatives[None, :]).float() + 0.5 * (positives[:, None] == negatives[None, :]).float()
+    assert metrics["test_auroc"] == pytest.approx(float(wins.mean()), abs=1e-6)  # ROC-AUC by counting pairs
+    assert metrics["split"] == "all" and "calibrated on validation" in metrics["threshold_rule"]
+    assert metrics["pairs_scored"] == metrics["pairs_total"] == len(rows)
+    # eval.py's distances are the embedder's (as verify.py, index.py and the export give them)
+    embedded = embed_files(model, [gallery_dir / rows[k][column] for k in range(4) for column in ("image_a", "image_b")])
+    by_embedder = model.embedder.distance(embedded[0::2], embedded[1::2])
+    assert by_embedder.tolist() == pytest.approx(distance[:4].tolist(), abs=1e-5)
 
 
-@pytest.fixture
-def photos(tmp_path):
-    return write_image_folder(tmp_path / "photos", {"daisy": 5, "rose": 5, "tulip": 4})
+def test_export_verify_index_and_eval_give_identical_distances(checkpoint, gallery_dir, tmp_path):
+    """One embedder for every use: the same pair of images has the same distance through each path."""
+    import onnxruntime
 
+    from siamese.commands.index import build_index
 
-def index(checkpoint, photos, out, *extra):
-    from siamese.inference.commands import build_index
+    model = load_for_use(checkpoint)
+    images = sorted(gallery_dir.rglob("*.*"))[:4]
+    pairs = [(images[0], images[1]), (images[2], images[3])]
+    expected = torch.stack([model.embedder.distance(*embed_files(model, [a, b])) for a, b in pairs])
 
-    return build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={out}", *extra]))
-
-
-def test_a_damaged_index_is_refused_not_searched(checkpoint, photos, tmp_path):
-    out = tmp_path / "g.pt"
-    index(checkpoint, photos, out)
-    data = bytearray(out.read_bytes())
-    state = torch.load(out, weights_only=True)
-    raw = state["embeddings"].numpy().tobytes()
-    start = bytes(data).index(raw[:32])  # the embeddings' bytes inside the file
-    data[start + 64 : start + 128] = bytes(64)
-    damaged = tmp_path / "damaged.pt"
-    damaged.write_bytes(bytes(data))
-    with pytest.raises(UserError, match=r"index .*damaged.pt is damaged \(its checksum does not match"):
-        Gallery.load(damaged)
-
-    for name, change in [("missing_key", lambda s: s.pop("labels")),
-                         ("list_embeddings", lambda s: s.update(embeddings=s["embeddings"].tolist()))]:
-        broken = dict(state)
-        change(broken)
-        torch.save(broken, tmp_path / f"{name}.pt")
-        with pytest.raises(UserError, match=rf"index .*{name}.pt is damaged .*; rebuild it"):
-            Gallery.load(tmp_path / f"{name}.pt")
-
-
-def test_an_interrupted_index_keeps_its_work_and_continues(checkpoint, photos, tmp_path, monkeypatch, capsys):
-    import siamese.inference.commands as commands
-    from siamese.inference.embedding import embed_files
+    verified = [run_script("src/verify.py", f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}") for a, b in pairs]
+    assert [float(v.stdout.split()[1]) for v in verified] == pytest.approx(expected.tolist(), abs=1e-4)
 
     out = tmp_path / "g.pt"
-    index(checkpoint, photos, out, "batch_size=4")
-    previous = out.read_bytes()
-    (photos / "rose" / "extra").mkdir()
-    for k in range(6):
-        (photos / "rose" / "extra" / f"{k}.jpg").write_bytes((photos / "rose" / "0.jpg").read_bytes())
-
-    def stopped_after_one_batch(model, paths, batch_size, desc, on_batch):
-        def first_then_stop(start, embeddings):
-            on_batch(start, embeddings)
-            raise Stopped("SIGINT")
-        return embed_files(model, paths, batch_size, desc, first_then_stop)
-
-    monkeypatch.setattr(commands, "embed_files", stopped_after_one_batch)
-    capsys.readouterr()  # what the first index printed
-    with pytest.raises(SystemExit) as stop:
-        report_user_errors(commands.build_index)(compose_config(
-            "index", [f"images={photos}", f"out={out}", "sync=true", "batch_size=4"]))
-    assert stop.value.code == 130
-    captured = capsys.readouterr()
-    assert captured.err.strip().splitlines()[-1] == "error: stopped by SIGINT; run the same command again"
-    assert "Traceback" not in captured.err
-    assert "18 embedded images kept in" in captured.out  # 14 indexed before + the 4 of one batch
-    assert out.read_bytes() == previous and (tmp_path / "g.pt.progress").is_file()
-
-    monkeypatch.setattr(commands, "embed_files", embed_files)
-    commands.build_index(compose_config("index", [f"images={photos}", f"out={out}", "sync=true", "batch_size=4"]))
-    printed = capsys.readouterr().out
-    assert "continuing from" in printed and "added 2," in printed  # only what the stopped run had not done
+    build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={gallery_dir}", f"out={out}"]))
     gallery = Gallery.load(out)
-    assert len(gallery) == 20 and not (tmp_path / "g.pt.progress").exists()
-    assert sum(p.startswith("rose/extra/") for p in gallery.paths) == 6
+    rows = {gallery.file(r).resolve(): r for r in range(len(gallery))}
+    indexed = torch.stack([model.embedder.distance(gallery.embeddings[rows[a.resolve()]], gallery.embeddings[rows[b.resolve()]])
+                           for a, b in pairs])
+    assert torch.allclose(indexed, expected, atol=1e-5)
+
+    exported = tmp_path / "exported"
+    assert run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]").returncode == 0
+    session = onnxruntime.InferenceSession(str(exported / "embedder.onnx"))
+    onnx_distances = []
+    for a, b in pairs:
+        out_a, out_b = session.run(None, {"images": preprocess(model.embedder.preprocessing, [a, b]).numpy()})[0]
+        onnx_distances.append(float(np.sqrt(max(((out_a - out_b) ** 2).sum(), 1e-7))))
+    assert onnx_distances == pytest.approx(expected.tolist(), abs=1e-4)
+
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("image_a,image_b,label\n" + "".join(f"{a},{b},0\n" for a, b in pairs))
+    from siamese.verification import verify_csv
+
+    verify_csv(model, csv_path, tmp_path / "scored.csv")
+    assert [float(r["distance"]) for r in read_rows(tmp_path / "scored.csv")] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 @pytest.mark.parametrize("case", ["out_is_a_folder", "read_only_folder", "sheet_is_a_folder"])
 def test_output_paths_that_cannot_be_written_are_one_line(case, checkpoint, photos, tmp_path):
     out = tmp_path / "g.pt"
-    index(checkpoint, photos, out)
+    index_folder(checkpoint, photos, out)
     before = out.read_bytes()
     target = tmp_path / "target"
     target.mkdir()
@@ -118,70 +104,3 @@ def test_output_paths_that_cannot_be_written_are_one_line(case, checkpoint, phot
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert out.read_bytes() == before and not list(tmp_path.rglob("*.partial*"))
-
-
-def test_export_into_an_existing_file_is_one_line(checkpoint, tmp_path):
-    (tmp_path / "exported").write_text("a file")
-    result = run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={tmp_path / 'exported'}")
-    assert result.returncode == 2 and result.stderr.strip() == (
-        f"error: out={tmp_path / 'exported'} is a file; export writes a folder of files: give a folder name")
-
-
-def test_progress_lines_off_a_terminal():
-    stream = io.StringIO()
-    progress = Progress(100, "embedding", stream=stream, interval=0.0)
-    progress.update(40)
-    progress.update(60)
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("embedding: 40 of 100 images, ") and ", ETA " in lines[0]
-    assert lines[1].startswith("embedding: 100 of 100 images, ") and "ETA" not in lines[1]
-    quiet = io.StringIO()
-    slow = Progress(100, "embedding", stream=quiet, interval=3600)
-    slow.update(10)  # not yet: one line per interval
-    slow.update(90)  # but always the last
-    assert quiet.getvalue().count("\n") == 1
-
-
-def test_index_prints_progress_in_a_log(checkpoint, photos, tmp_path):
-    result = run_script("src/index.py", f"ckpt_path={checkpoint}", f"images={photos}", f"out={tmp_path / 'g.pt'}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "embedding: 14 of 14 images" in result.stderr  # stderr is a pipe here, as in a log
-
-
-def test_shards_on_several_devices_merge_into_the_one_process_index(checkpoint, photos, tmp_path, capsys):
-    from siamese.inference.commands import build_index
-
-    whole = tmp_path / "whole.pt"
-    index(checkpoint, photos, whole)
-    out = tmp_path / "g.pt"
-    for part in ("1/3", "0/3", "2/3"):  # in any order, as an array job finishes
-        index(checkpoint, photos, out, f"shard={part}")
-    assert sorted(p.name for p in tmp_path.glob("g.pt.shard-*")) == [f"g.pt.shard-{k}-of-3" for k in range(3)]
-    build_index(compose_config("index", [f"out={out}", "merge_shards=true"]))
-    assert "14 images from 3 shards" in capsys.readouterr().out
-    merged, expected = Gallery.load(out), Gallery.load(whole)
-    assert merged.paths == expected.paths and merged.labels == expected.labels
-    assert torch.allclose(merged.embeddings, expected.embeddings, atol=1e-6)
-    assert not list(tmp_path.glob("g.pt.shard-*"))
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["shard=3/3"], "shard=3/3: I must be 0 to N-1"),
-    (["shard=half"], "shard must be I/N"),
-    (["merge_shards=true"], "no shards of"),
-])
-def test_shard_mistakes_are_one_line(overrides, message, checkpoint, photos, tmp_path, capsys):
-    from siamese.inference.commands import build_index
-
-    with pytest.raises(SystemExit):
-        report_user_errors(build_index)(compose_config(
-            "index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={tmp_path / 'g.pt'}", *overrides]))
-    assert message in capsys.readouterr().err
-
-
-def test_a_row_cut_in_half_by_a_stop_is_left_out_whole():
-    gallery = Gallery(root="/", fingerprint="x", checkpoint="c", threshold=1.0, threshold_rule="r", preprocessing={},
-                      embeddings=torch.zeros(2, 3), paths=["a.jpg", "b.jpg"], labels=["", ""], stats=[(1, 1)] * 2)
-    gallery.paths.append("c.jpg")  # stopped here: no label, stat or embedding yet
-    gallery.flush()
-    assert gallery.paths == ["a.jpg", "b.jpg"] and len(gallery.embeddings) == 2 and len(gallery.stats) == 2

@@ -14,10 +14,9 @@ from torch import nn
 
 from siamese.errors import UserError
 from siamese.files import load_torch_file
-from siamese.models.backbones import trunk_normalization
 from siamese.models.embedder import Embedder
 from siamese.models.state_dicts import state_dict_mismatch
-from siamese.verdict import Verdict, threshold_rule
+from siamese.verdict import Verdict
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -93,8 +92,8 @@ def load_for_use(path: str | Path, device: str = "cpu", threshold: float | None 
     training module, no download); ``threshold`` replaces the checkpoint's."""
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     spec, verdict = checkpoint.get("embedder"), checkpoint.get("verdict")
-    if spec is None or verdict is None:  # written before checkpoints stored them
-        spec, verdict = _legacy_use_spec(checkpoint)
+    if spec is None or verdict is None:
+        raise UserError(f"{path} holds no embedder or verdict to use; pass a checkpoint written by src/train.py")
     embedder: Embedder = instantiate(spec)
     state = {k[len(EMBEDDER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(EMBEDDER_PREFIX)}
     check_fits(embedder, {"state_dict": state})
@@ -103,25 +102,3 @@ def load_for_use(path: str | Path, device: str = "cpu", threshold: float | None 
         embedder.to(device).eval(), Verdict.from_dict(verdict).with_threshold(threshold),
         checkpoint_fingerprint(checkpoint), Path(path),
     )
-
-
-def _legacy_use_spec(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The embedder config and verdict of a checkpoint written before they were stored: from its
-    run config, with the trunk built without weights (the checkpoint holds them)."""
-    cfg = OmegaConf.to_container(run_config(checkpoint), resolve=True)
-    model, data = cfg["model"], cfg["data"]
-    network = dict(model["network"])
-    backbone = dict(network["backbone"])
-    backbone.update(weights_path=None, **{k: None for k in ("weights",) if k in backbone})
-    backbone.update({k: False for k in ("pretrained",) if k in backbone})
-    mean, std = data.get("mean"), data.get("std")
-    if mean is None or std is None:  # runs that did not record theirs used the trunk's
-        mean, std = trunk_normalization(backbone)
-    spec = {
-        "_target_": "siamese.models.embedder.Embedder", "backbone": backbone,
-        "preprocessing": {"image_size": data["image_size"], "mean": list(mean), "std": list(std)},
-        "embedding_dim": network.get("embedding_dim", 64), "normalize_embedding": network.get("normalize_embedding", True),
-        "test_time_flip": model.get("test_time_flip", False), "channels_last": model.get("channels_last", True),
-    }
-    threshold = float(checkpoint["state_dict"]["threshold"])
-    return spec, {"threshold": threshold, "rule": threshold_rule(model.get("threshold"), model.get("threshold_far"))}

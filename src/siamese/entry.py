@@ -1,20 +1,28 @@
 """What every entry script of src/ does around its work: a user's mistake or a stop as one line
-and an exit status, and Lightning's console kept to what says something about the run."""
+and an exit status, a failed run's error line in its folder (a sweep goes on past it; a SIGTERM
+ends the sweep), and Lightning's console kept to what says something about the run."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from siamese.errors import find_user_error
+from siamese.tables import log_to_files
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+FAILED_FILE = "failed.json"
+STOPPED_SWEEP = "during a sweep (its jobs with a metrics.json are done)"
 
 
 class _QuietLightning(logging.Filter):
@@ -109,3 +117,50 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | None:
+    """Run one sweep job; if it raises, write ``failed.json`` (the error line) and return NaN,
+    so that the other jobs still run and the summary can report this one.
+
+    A SIGTERM during the job ends the sweep instead (:class:`Stopped`: one line, exit 143). While
+    Lightning runs, its handler notes the signal and stops at the next batch; but a scheduler or
+    ``pkill`` signals the DataLoader workers too, so the job may first die of their death, an
+    ordinary error, which must not let the sweep start its next job.
+    """
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def note(signum, frame):
+        received.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif signal.getsignal(signal.SIGTERM) is note:  # Lightning is not handling it: stop now, as by default
+            raise Stopped("SIGTERM", STOPPED_SWEEP)
+
+    signal.signal(signal.SIGTERM, note)
+    try:
+        result = job()
+    except Exception as exc:
+        write_failure(exc, run_dir)
+        if received:  # the stop (note's own Stopped included) or what it caused
+            raise Stopped("SIGTERM", STOPPED_SWEEP) from exc
+        return float("nan")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise Stopped("SIGTERM", STOPPED_SWEEP)
+    return result
+
+
+def write_failure(exc: BaseException, run_dir: Path, console: bool = True) -> None:
+    """Write ``failed.json`` (the error line) into a run dir, and log the line into its train.log
+    (and, with ``console``, the terminal; a single run prints its error there anyway)."""
+    user_error = find_user_error(exc)
+    line = str(user_error) if user_error is not None else f"{type(exc).__name__}: {exc}".splitlines()[0]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILED_FILE).write_text(json.dumps({"error": line}) + "\n")
+    if console:
+        log.error("run failed: %s", line)
+        return
+    log_to_files(log, logging.ERROR, "run failed: %s", line)

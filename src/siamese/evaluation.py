@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,7 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from siamese.checkpoints import config_with_overrides, load_checkpoint, load_for_use, override_keys
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
-from siamese.files import atomic_write
+from siamese.files import write_metrics
 from siamese.models.module import SiameseModule
 from siamese.tables import format_table
 from siamese.training import build_trainer, instantiate_group
@@ -88,8 +87,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     )
     if split == "val" and metrics["pairs_scored"] == total:  # test pairs: written by PairListWriter
         datamodule.write_pairs("val", run_dir / "pairs_val.csv", scored.distance.tolist(), model.verdict)
-    with atomic_write(run_dir / "metrics.json") as handle:
-        handle.write(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(run_dir, metrics)
     print(format_table(metrics))
     if metrics["pairs_scored"] < total:
         print(f"scored {metrics['pairs_scored']} of {total} {split} pairs (trainer limits); the metrics cover those only")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -47,6 +48,14 @@ def atomic_write(path: Path, mode: str = "w", key: str = "out", **open_args: Any
     """``open(path, mode)`` for writing, whole or not at all (see :func:`atomic_path`)."""
     with atomic_path(path, key) as partial, open(partial, mode, **open_args) as handle:
         yield handle
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """``run_dir/metrics.json`` (indented JSON), whole or not at all."""
+    path = Path(run_dir) / "metrics.json"
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(metrics, indent=2) + "\n")
+    return path
 
 
 def load_torch_file(path: Path, missing: str, unreadable: str) -> Any:

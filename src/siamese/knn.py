@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from siamese.errors import UserError
 from siamese.distance import MIN_DISTANCE, from_squared
+from siamese.errors import UserError
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -15,7 +15,7 @@ def chunked_nearest(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, rows), each (queries, k), nearest first, ``chunk_size`` queries at a time (memory
     grows linearly). ``self_rows[i]``, when given, is a gallery row query ``i`` may not return.
-    Distances are ``siamese.distance.euclidean``'s, so they compare with its threshold."""
+    Distances are ``siamese.distance.euclidean``'s, so they compare with a checkpoint's threshold."""
     gallery = gallery.float().contiguous()
     all_distances, all_rows = [], []
     for start in range(0, len(queries), chunk_size):
@@ -46,17 +46,36 @@ def resolve_backend(backend: str) -> str:
     return "faiss"
 
 
-def _faiss_nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import faiss
+class TorchIndex:
+    """Exact search in torch: nothing to build."""
 
-    index = faiss.IndexFlatL2(gallery.shape[1])
-    index.add(gallery.float().contiguous().numpy())
-    squared, rows = index.search(queries.float().contiguous().numpy(), k)
-    return from_squared(torch.from_numpy(squared)), torch.from_numpy(rows).long()
+    def __init__(self, gallery: torch.Tensor) -> None:
+        self.gallery = gallery.float().contiguous()
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return chunked_nearest(queries, self.gallery, k)
 
 
-def nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int, backend: str = "auto"):
-    """Exact Euclidean k nearest neighbours with ``backend``: (distances, rows), each (queries, k), nearest first."""
-    if resolve_backend(backend) == "faiss":
-        return _faiss_nearest(gallery, queries, k)
-    return chunked_nearest(queries, gallery, k)
+class FaissFlatIndex:
+    """Exact search with a faiss flat (L2) index."""
+
+    def __init__(self, gallery: torch.Tensor) -> None:
+        import faiss
+
+        self.index = faiss.IndexFlatL2(gallery.shape[1])
+        self.index.add(gallery.float().contiguous().numpy())
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        squared, rows = self.index.search(queries.float().contiguous().numpy(), k)
+        return from_squared(torch.from_numpy(squared)), torch.from_numpy(rows).long()
+
+
+def search_index(gallery: torch.Tensor, backend: str) -> TorchIndex | FaissFlatIndex:
+    """An exact index of ``gallery`` for a resolved ``backend`` (``torch`` or ``faiss``: :func:`resolve_backend`)."""
+    return FaissFlatIndex(gallery) if backend == "faiss" else TorchIndex(gallery)
+
+
+def nearest(gallery: torch.Tensor, queries: torch.Tensor, k: int, backend: str = "torch"):
+    """Exact Euclidean k nearest neighbours with a resolved ``backend``: (distances, rows), each
+    (queries, k), nearest first."""
+    return search_index(gallery, backend).search(queries, k)

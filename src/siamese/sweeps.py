@@ -1,4 +1,4 @@
-"""Multirun sweeps: jobs that fail without stopping the sweep, and a summary of a sweep dir."""
+"""The summary of a multirun sweep: a table and a plot of its jobs, best first (``summarize.py``, ``SweepSummary``)."""
 
 from __future__ import annotations
 
@@ -6,72 +6,21 @@ import csv
 import json
 import logging
 import math
-import signal
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from siamese.config import RANKING_METRIC, lower_is_better
-from siamese.tables import log_to_files, markdown_table
-from siamese.entry import Stopped
-from siamese.errors import find_user_error
+from siamese.entry import FAILED_FILE
+from siamese.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
-FAILED_FILE = "failed.json"
-STOPPED_SWEEP = "during a sweep (its jobs with a metrics.json are done)"
 SUMMARY_COLUMNS = ("job", "overrides", "status", "error", "best_epoch", "fit_seconds")
-
-
-def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | None:
-    """Run one sweep job; if it raises, write ``failed.json`` (the error line) and return NaN,
-    so that the other jobs still run and the summary can report this one.
-
-    A SIGTERM during the job ends the sweep instead (:class:`Stopped`: one line, exit 143). While
-    Lightning runs, its handler notes the signal and stops at the next batch; but a scheduler or
-    ``pkill`` signals the DataLoader workers too, so the job may first die of their death, an
-    ordinary error, which must not let the sweep start its next job.
-    """
-    received: list[int] = []
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def note(signum, frame):
-        received.append(signum)
-        if callable(previous):
-            previous(signum, frame)
-        elif signal.getsignal(signal.SIGTERM) is note:  # Lightning is not handling it: stop now, as by default
-            raise Stopped("SIGTERM", STOPPED_SWEEP)
-
-    signal.signal(signal.SIGTERM, note)
-    try:
-        result = job()
-    except Exception as exc:
-        write_failure(exc, run_dir)
-        if received:  # the stop (note's own Stopped included) or what it caused
-            raise Stopped("SIGTERM", STOPPED_SWEEP) from exc
-        return float("nan")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if received:
-        raise Stopped("SIGTERM", STOPPED_SWEEP)
-    return result
-
-
-def write_failure(exc: BaseException, run_dir: Path, console: bool = True) -> None:
-    """Write ``failed.json`` (the error line) into a run dir, and log the line into its train.log
-    (and, with ``console``, the terminal; a single run prints its error there anyway)."""
-    user_error = find_user_error(exc)
-    line = str(user_error) if user_error is not None else f"{type(exc).__name__}: {exc}".splitlines()[0]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / FAILED_FILE).write_text(json.dumps({"error": line}) + "\n")
-    if console:
-        log.error("run failed: %s", line)
-        return
-    log_to_files(log, logging.ERROR, "run failed: %s", line)
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -156,9 +105,7 @@ def _seed_groups(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[st
 
 
 def _plot(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path) -> None:
-    from siamese.callbacks.figures import pyplot
-
-    plt = pyplot()
+    from siamese.callbacks.figures import plt  # with the headless backend that module selects
 
     ok = [row for row in rows if isinstance(row.get(metric), (int, float)) and not math.isnan(row[metric])]
     params = [p for p in swept if len({row["_overrides"].get(p) for row in rows}) > 1] or ["job"]

@@ -15,6 +15,11 @@ def log_to_files(logger: logging.Logger, level: int, message: str, *args: Any) -
             handler.handle(record)
 
 
+def float_metrics(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The metrics whose names start with ``prefix``, as plain floats (Lightning logs tensors)."""
+    return {name: float(value) for name, value in values.items() if name.startswith(prefix)}
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """Metrics as two aligned columns."""
     width = max(len(name) for name in metrics)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import logging
 import sys
 import time
@@ -21,7 +20,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.errors import UserError
 from siamese.models.module import SiameseModule
-from siamese.tables import format_table, log_to_files
+from siamese.files import write_metrics
+from siamese.tables import float_metrics, format_table, log_to_files
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
         )
     source = last if last.is_file() else interrupted
     merged = config_with_overrides(load_checkpoint(source), cfg, overrides, ("resume", "ckpt_path", "run_dir"))
+    if "miner" in merged.model:  # a run started before the miner moved into the loss (model.loss.miner)
+        miner = merged.model.pop("miner")
+        if miner is not None:
+            merged.model.loss.miner = miner
     merged.ckpt_path = str(last) if last.is_file() else None
     merged.resume = None
     return merged
@@ -120,8 +124,8 @@ def train(cfg: DictConfig) -> float | None:
         val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     metrics: dict[str, Any] = {
-        **_floats(val[0] if val else {}),
-        **_floats(test[0] if test else {}),
+        **float_metrics(val[0] if val else {}),
+        **float_metrics(test[0] if test else {}),
         "best_epoch": best[0] if best is not None else None,
         "best_checkpoint": str(best_path) if best_path else None,
         "epochs_trained": trainer.current_epoch,
@@ -129,7 +133,7 @@ def train(cfg: DictConfig) -> float | None:
         "torch_threads": torch.get_num_threads(),
     }
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(run_dir, metrics)
         table = format_table(metrics)
         print(table)
         log_to_files(log, logging.INFO, "final metrics (best checkpoint)\n%s", table)
@@ -174,6 +178,3 @@ def _epoch_and_step(path: str) -> tuple[int, int]:
     checkpoint = load_checkpoint(path)
     return int(checkpoint["epoch"]), int(checkpoint["global_step"])
 
-
-def _floats(values: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in values.items()}

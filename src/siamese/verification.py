@@ -1,4 +1,5 @@
-"""Use a trained checkpoint on images: one pair, or a CSV of pairs (``src/verify.py``)."""
+"""Scoring a CSV of image pairs with a trained checkpoint: read the pairs, write each distance and verdict,
+and the metrics when the CSV says which pairs are the same (``src/verify.py pairs=...``)."""
 
 from __future__ import annotations
 

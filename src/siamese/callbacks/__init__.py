@@ -1,4 +1,5 @@
-"""Callbacks that observe a run and write files or pictures about it."""
+"""Callbacks that observe a run (files, pictures, log lines, progress), keep a checkpoint on an interrupt,
+or average its weights."""
 
 from siamese.callbacks.epoch_log import EpochLog
 from siamese.callbacks.hparams import HParamsSummary

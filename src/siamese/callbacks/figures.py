@@ -17,11 +17,6 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def pyplot():
-    """``matplotlib.pyplot`` with the headless backend this module selects."""
-    return plt
-
-
 def pair_gallery(
     images_a: torch.Tensor, images_b: torch.Tensor, captions: Sequence[str], columns: int = 4
 ) -> Figure:

@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from siamese.config import swept_keys
 from siamese.models.module import SiameseModule
+from siamese.tables import float_metrics
 
 # The columns of TensorBoard's HParams tab: name -> key in the run's config.
 HPARAMS = {
@@ -78,20 +79,16 @@ class HParamsSummary(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.validation = _floats(trainer.callback_metrics, "val_")
+            self.validation = float_metrics(trainer.callback_metrics, "val_")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         run_config = pl_module.run_config if isinstance(pl_module, SiameseModule) else None
         if not trainer.is_global_zero or run_config is None:
             return
-        metrics = {**self.validation, **_floats(trainer.callback_metrics, "test_")}
+        metrics = {**self.validation, **float_metrics(trainer.callback_metrics, "test_")}
         if self.fit_seconds is not None:
             metrics["fit_seconds"] = self.fit_seconds
         log_hparams(trainer, OmegaConf.create(run_config), metrics)
-
-
-def _floats(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items() if name.startswith(prefix)}
 
 
 def log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:

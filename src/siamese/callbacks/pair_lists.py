@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from siamese.data.datamodule import PairDataModule
+from siamese.data.datamodule import PairDataModule, pair_datamodule
 from siamese.models.module import evaluated_pairs
 
 
@@ -21,11 +21,9 @@ class PairListWriter(pl.Callback):
         self.dirpath = Path(dirpath)
         self.splits = tuple(splits)
 
-    def _datamodule(self, trainer: pl.Trainer) -> PairDataModule | None:
-        datamodule = trainer.datamodule
-        if isinstance(datamodule, PairDataModule) and trainer.is_global_zero:
-            return datamodule
-        return None
+    @staticmethod
+    def _datamodule(trainer: pl.Trainer) -> PairDataModule | None:
+        return pair_datamodule(trainer) if trainer.is_global_zero else None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         datamodule = self._datamodule(trainer)

@@ -13,7 +13,7 @@ from torchmetrics.functional.classification import binary_confusion_matrix
 from torchvision.transforms import v2
 
 from siamese.callbacks import figures
-from siamese.data.datamodule import PairDataModule
+from siamese.data.datamodule import PairDataModule, pair_datamodule
 from siamese.data.io import read_rgb
 from siamese.data.pairs import Pair
 from siamese.metrics import roc_curve
@@ -83,11 +83,6 @@ class TensorBoardNotebook(pl.Callback):
         return None
 
     @staticmethod
-    def _datamodule(trainer: pl.Trainer) -> PairDataModule | None:
-        datamodule = trainer.datamodule
-        return datamodule if isinstance(datamodule, PairDataModule) and datamodule.catalog is not None else None
-
-    @staticmethod
     def _pair_images(datamodule: PairDataModule, pairs: Sequence[Pair], split: str) -> tuple[torch.Tensor, ...]:
         """Both images of each pair as the model sees them, un-normalised back to [0, 1]."""
         return tuple(datamodule.viewable_images([pair[side] for pair in pairs], split) for side in (0, 1))
@@ -122,7 +117,7 @@ class TensorBoardNotebook(pl.Callback):
 
     # -------------------------------------------------------------------- hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        writer, datamodule = self._writer(trainer), self._datamodule(trainer)
+        writer, datamodule = self._writer(trainer), pair_datamodule(trainer, set_up=True)
         if writer is not None and trainer.is_global_zero:
             writer.add_custom_scalars(CUSTOM_SCALARS)
         if writer is None or datamodule is None or self.pairs_shown <= 0:
@@ -151,7 +146,7 @@ class TensorBoardNotebook(pl.Callback):
             return
         verdict = pl_module.verdict
         self._curves(writer, "val", distance, same, verdict, step)
-        datamodule = self._datamodule(trainer)
+        datamodule = pair_datamodule(trainer, set_up=True)
         if datamodule is not None and self.pairs_shown > 0:
             pairs = datamodule.pairs("val")[: min(self.pairs_shown, len(distance))]
             catalog = datamodule.catalog
@@ -160,7 +155,7 @@ class TensorBoardNotebook(pl.Callback):
             self._gallery(writer, "pairs/val", datamodule, pairs, captions, "val", step)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        writer, datamodule = self._writer(trainer), self._datamodule(trainer)
+        writer, datamodule = self._writer(trainer), pair_datamodule(trainer, set_up=True)
         scores = evaluated_pairs(pl_module, "test")
         if writer is None or scores is None or len(scores.distance) == 0:
             return

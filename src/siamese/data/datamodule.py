@@ -20,7 +20,7 @@ from siamese.data.io import image_problem
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
-from siamese.data.transforms import augment_transform, mirror_draw
+from siamese.data.transforms import Preprocessing, augment_transform, mirror_draw
 from siamese.errors import UserError, as_number, check
 from siamese.files import atomic_write
 from siamese.verdict import Verdict
@@ -84,6 +84,15 @@ class ImageDataset(Dataset):
         index = int(self.indices[position])
         image = index if self.yield_rows else self.transform(self.images[index])
         return ImageBatch(image, int(self.labels[index]), position)
+
+
+def pair_datamodule(trainer: pl.Trainer, set_up: bool = False) -> "PairDataModule | None":
+    """The trainer's data module when it is this project's (and, with ``set_up``, already set up), else None:
+    what callbacks that read pairs and images use."""
+    datamodule = trainer.datamodule
+    if not isinstance(datamodule, PairDataModule) or (set_up and datamodule.catalog is None):
+        return None
+    return datamodule
 
 
 class PairDataModule(pl.LightningDataModule):
@@ -190,6 +199,7 @@ class PairDataModule(pl.LightningDataModule):
         self.augmentation = augmentation
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.mean, self.std = mean, std
+        self.preprocessing = Preprocessing(image_size, mean, std)
         # Applied to the uint8 tensors of the image store (decoded and resized already).
         self.transforms = {
             "train": augment_transform(augmentation, mean, std),
@@ -324,9 +334,7 @@ class PairDataModule(pl.LightningDataModule):
         normalisation undone: (N, 3, H, W) floats in [0, 1], for pictures."""
         assert self.images is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
-        mean = torch.tensor(self.mean)[:, None, None]
-        std = torch.tensor(self.std)[:, None, None]
-        return torch.stack([(transform(self.images[int(index)]) * std + mean).clamp(0, 1) for index in indices])
+        return torch.stack([self.preprocessing.undo(transform(self.images[int(index)])) for index in indices])
 
     def feature_images(self) -> FeatureImages:
         """Every image some split uses, unaugmented, for the frozen-feature cache."""

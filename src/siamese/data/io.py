@@ -1,7 +1,9 @@
-"""Reading image files: decoding to 8-bit RGB, a cheap check for damage, finding images in a folder."""
+"""Reading image files: decoding to 8-bit RGB, a cheap check for damage, finding images in a folder,
+and the class of an image in a folder-per-class tree."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,16 @@ def image_problem(path: Path) -> str | None:
     except (OSError, ValueError, SyntaxError) as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+def class_folders(folder: Path) -> list[str]:
+    """The classes of a folder-per-class tree: its visible subfolders, sorted."""
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def class_of(relative: Path) -> str:
+    """The class of an image at ``relative`` (to the tree's top): its first folder, or "" at the top."""
+    return relative.parts[0] if len(relative.parts) > 1 else ""
 
 
 def find_images(folder: Path) -> list[Path]:

@@ -7,7 +7,6 @@ names a config may use (``data.dataset``) to them.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from siamese.data.io import class_folders
 from siamese.errors import UserError
 
 
@@ -129,7 +129,7 @@ def load_image_folder(root: str | Path, download: bool = False) -> ImageCatalog:
         """Hidden folders (``.cache``, ``.ipynb_checkpoints``) are not classes."""
 
         def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+            classes = class_folders(Path(directory))
             return classes, {name: i for i, name in enumerate(classes)}
 
     folder = Path(root)

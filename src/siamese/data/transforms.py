@@ -111,5 +111,11 @@ class Preprocessing:
         """PIL image -> the network's input (3, image_size, image_size)."""
         return build_transform(self.image_size, "none", self.mean, self.std)
 
+    def undo(self, images: torch.Tensor) -> torch.Tensor:
+        """Network inputs (..., 3, H, W) as viewable pixels: the normalisation undone, floats in [0, 1]."""
+        mean = torch.tensor(self.mean)[:, None, None]
+        std = torch.tensor(self.std)[:, None, None]
+        return (images * std + mean).clamp(0, 1)
+
     def as_dict(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}

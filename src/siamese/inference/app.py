@@ -16,7 +16,7 @@ from siamese.data.io import read_rgb
 from siamese.errors import UserError
 from siamese.inference.embedding import embed_files, pair_distances, preprocess
 from siamese.inference.gallery import Gallery
-from siamese.inference.search import UNKNOWN, Query, identify
+from siamese.inference.search import UNKNOWN, Query, identify, search_gallery
 from siamese.knn import resolve_backend
 
 NO_INDEX = "no gallery loaded: build one with python src/index.py ckpt_path=CKPT images=photos/ out=gallery.pt, " \
@@ -53,16 +53,12 @@ class FlowerApp:
                 f"threshold {verdict.threshold:.4f} ({verdict.rule})")
         if self.gallery is None:
             return line + "; no gallery"
-        classes = len({label for label in self.gallery.labels if label})
-        return line + f"; gallery {len(self.gallery)} images, {classes} kinds"
+        return line + f"; gallery {len(self.gallery)} images, {self.gallery.classes()} kinds"
 
     def seen(self, path: Path) -> Image.Image:
         """An image as the model sees it: resized to its input size, the normalisation undone."""
         preprocessing = self.model.embedder.preprocessing
-        tensor = preprocess(preprocessing, [path])[0]
-        mean = torch.tensor(preprocessing.mean)[:, None, None]
-        std = torch.tensor(preprocessing.std)[:, None, None]
-        pixels = ((tensor * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        pixels = (preprocessing.undo(preprocess(preprocessing, [path])[0]) * 255).round().byte().permute(1, 2, 0).numpy()
         return Image.fromarray(pixels)
 
     def compare(self, path_a: str | Path | None, path_b: str | Path | None) -> Comparison:
@@ -87,7 +83,7 @@ class FlowerApp:
     def search(self, path: str | Path | None, k: int = 8) -> list[Neighbour]:
         """The ``k`` nearest gallery images (``search.py``'s neighbours), framed by the verdict."""
         _, embedding = self._query(path)
-        neighbours = self.gallery.search(embedding, int(k), self.backend)
+        neighbours = search_gallery(self.gallery, embedding, int(k), self.backend)
         verdict = self.model.verdict
         result = []
         for row, distance in zip(neighbours.rows[0].tolist(), neighbours.distances[0].tolist()):

@@ -23,12 +23,12 @@ class Progress:
     R unit/s, ETA T`` on ``stream`` at most every ``interval`` seconds, and once at the end."""
 
     def __init__(self, total: int, desc: str, unit: str = "images", stream: TextIO | None = None,
-                 interval: float = 10.0, done: int = 0) -> None:
+                 interval: float = 10.0) -> None:
         self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
         self.stream = stream or sys.stderr
-        self.done = self.start_done = done
+        self.done = 0
         self.started = self.last_line = time.monotonic()
-        self.bar = tqdm(total=total, initial=done, desc=desc, unit=unit, leave=False) if self.stream.isatty() else None
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False) if self.stream.isatty() else None
 
     def update(self, count: int) -> None:
         self.done += count
@@ -42,7 +42,7 @@ class Progress:
 
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
-        rate = (self.done - self.start_done) / elapsed
+        rate = self.done / elapsed
         text = f"{self.desc}: {self.done} of {self.total} {self.unit}, {rate:.1f} {self.unit}/s"
         if self.done < self.total and rate > 0:
             text += f", ETA {_duration((self.total - self.done) / rate)}"

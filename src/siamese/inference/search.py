@@ -1,4 +1,5 @@
-"""Search a gallery with query images, name them by their nearest labelled neighbours, draw a sheet."""
+"""Searching a gallery: the nearest gallery images of query embeddings, the queries named by their
+nearest labelled neighbours, the results as CSV rows and a contact sheet."""
 
 from __future__ import annotations
 
@@ -11,13 +12,64 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from siamese.data.io import find_images, read_rgb
-from siamese.errors import UserError
+from siamese.data.io import class_of, find_images, read_rgb
+from siamese.errors import UserError, as_number
 from siamese.files import atomic_path, atomic_write
-from siamese.inference.gallery import Gallery, Neighbours, label_of
+from siamese.inference.gallery import Gallery
+from siamese.knn import nearest
 from siamese.verdict import Verdict
 
 UNKNOWN = "unknown"
+
+
+def check_k(k: object) -> int:
+    """``k`` (neighbours per query) as an int of at least 1, or a UserError."""
+    k = as_number(k, "k", int)
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k}")
+    return k
+
+
+@dataclass
+class Neighbours:
+    """The nearest gallery entries of each query: (queries, k) gallery rows and distances, nearest first."""
+
+    rows: torch.Tensor
+    distances: torch.Tensor
+
+
+def capped_k(k: int, candidates: int, excluded: int = 0) -> int:
+    """The number of neighbours a search returns for ``k``: at most the candidates, less the excluded."""
+    return max(0, min(k, candidates - excluded))
+
+
+def search_gallery(
+    gallery: Gallery, queries: torch.Tensor, k: int, backend: str = "torch", exclude: list[int | None] | None = None,
+    rows: torch.Tensor | None = None,
+) -> Neighbours:
+    """The ``k`` nearest gallery entries of each query embedding, nearest first, with a resolved
+    ``backend`` (``siamese.knn.resolve_backend``).
+
+    ``exclude[i]``, when given, is a gallery row query ``i`` may not return (the query itself).
+    ``rows`` limits the search to those gallery rows (e.g. the labelled ones). Every query gets
+    the same number of neighbours: ``k``, capped at the number of candidates (less one when
+    some query is itself in the gallery).
+    """
+    candidates = torch.arange(len(gallery)) if rows is None else rows
+    extra = 1 if exclude is not None and any(e is not None for e in exclude) else 0
+    k = capped_k(k, len(candidates), extra)
+    if k == 0:
+        raise UserError("the gallery has no other image to return; index more images")
+    distances, found = nearest(gallery.embeddings[candidates], queries, min(k + extra, len(candidates)), backend)
+    found = candidates[found]
+    if extra:
+        keep_rows, keep_distances = [], []
+        for i in range(len(queries)):
+            mask = found[i] != (exclude[i] if exclude[i] is not None else -1)
+            keep_rows.append(found[i][mask][:k])
+            keep_distances.append(distances[i][mask][:k])
+        found, distances = torch.stack(keep_rows), torch.stack(keep_distances)
+    return Neighbours(rows=found[:, :k], distances=distances[:, :k])
 
 
 @dataclass
@@ -37,7 +89,7 @@ def read_queries(query: Path) -> list[Query]:
     files = find_images(query)
     if not files:
         raise UserError(f"no images found under query folder {query}")
-    return [Query(query / relative, label_of(relative)) for relative in files]
+    return [Query(query / relative, class_of(relative)) for relative in files]
 
 
 def vote(labels: Sequence[str], distances: Sequence[float], verdict: Verdict) -> tuple[str, int]:
@@ -78,7 +130,7 @@ def identify(
     labelled = torch.tensor([row for row, label in enumerate(gallery.labels) if label], dtype=torch.long)
     if len(labelled) == 0:
         raise UserError("identify=true needs a labelled gallery: index a folder with one subfolder per class")
-    neighbours = gallery.search(embeddings, k, backend, exclude, rows=labelled)
+    neighbours = search_gallery(gallery, embeddings, k, backend, exclude, rows=labelled)
     known_labels = set(gallery.labels)
     result = []
     for i, query in enumerate(queries):

@@ -1,1 +1,1 @@
-"""Backbones, the twin network, the contrastive loss and the Lightning module."""
+"""The trained model (the embedder on a backbone), its losses and miners, and the Lightning module that trains it."""

@@ -123,7 +123,6 @@ class Backbone(nn.Module):
             (k for k, block in enumerate(self.trunk) if any(p.requires_grad for p in block.parameters())),
             len(self.trunk),
         )
-        self.train_batchnorm = train_batchnorm
         eval_layers = self.frozen_layers if train_batchnorm else list(self.trunk.modules())
         # Names, not modules: DDP's sync_batchnorm replaces the BatchNorm modules.
         self._eval_norm_names = {

@@ -7,8 +7,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from siamese.errors import UserError
 from siamese.models import backbones
 from siamese.models.backbones import Backbone, parameter_layers
-from siamese.data.transforms import Preprocessing
-from siamese.models.embedder import Embedder
 
 
 @pytest.fixture(scope="module")
@@ -119,36 +117,3 @@ def test_failed_download_says_how_to_work_offline(monkeypatch, tmp_path):
         Backbone("mobilenet_v2", weights="DEFAULT")
 
 
-PREPROCESSING = Preprocessing(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-
-
-def test_twin_network_shares_weights_and_normalises():
-    torch.manual_seed(0)
-    network = Embedder(Backbone("resnet18", weights=None), PREPROCESSING, embedding_dim=8).eval()
-    a, b = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        ab, ba = network.pair_distance(a, b), network.pair_distance(b, a)
-        embeddings = network(a)
-        assert torch.allclose(ab, ba, atol=1e-6) and (ab > 1e-2).all()
-        assert torch.allclose(ab, (embeddings - network(b)).norm(dim=1), atol=1e-5)
-        assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
-    with pytest.raises(UserError, match="embedding_dim must be at least 1"):
-        Embedder(Backbone("mobilenet_v2", weights=None), PREPROCESSING, embedding_dim=0)
-
-
-def test_an_embedder_rebuilds_from_its_spec_without_weights():
-    from hydra.utils import instantiate
-
-    torch.manual_seed(0)
-    embedder = Embedder(Backbone("resnet18", weights=None, trainable_fraction=0.3), PREPROCESSING, embedding_dim=8,
-                        test_time_flip=True).eval()
-    spec = embedder.spec()
-    assert spec["backbone"] == {"_target_": "siamese.models.backbones.Backbone", "name": "resnet18", "weights": None,
-                                "weights_path": None, "trainable_fraction": 0.3, "train_batchnorm": False}
-    assert spec["preprocessing"] == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    twin = instantiate(spec)
-    twin.load_state_dict(embedder.state_dict())
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(twin.eval()(images), embedder(images), atol=1e-6)
-    assert twin.test_time_flip and twin.preprocessing == PREPROCESSING

@@ -3,8 +3,8 @@
 import logging
 
 import torch
+from helpers import compose_train, tiny_overrides
 
-from conftest import compose_train, tiny_overrides
 from siamese.callbacks.epoch_log import collapsed
 
 
@@ -38,7 +38,7 @@ def test_last_checkpoint_is_written_after_every_epoch(tiny_flowers, tmp_path):
     # save_top_k=0: the best-checkpoint callback never saves, so nothing improves to trigger save_last
     cfg = compose_train([*tiny_overrides(tiny_flowers), "trainer.max_epochs=3", "callbacks.tensorboard_notebook=null",
                          "callbacks.model_checkpoint.save_top_k=0",
-                         "+callbacks.probe._target_=helpers.LastCheckpointEpochs",
+                         "+callbacks.probe._target_=helpers.doubles.LastCheckpointEpochs",
                          f"+callbacks.probe.dirpath={tmp_path / 'checkpoints'}"], tmp_path)
     import siamese.training as training
 

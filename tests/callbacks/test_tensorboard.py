@@ -10,12 +10,12 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import TINY_CLASSES, compose_train, tiny_overrides
 from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import TINY_CLASSES, compose_train, tiny_overrides
 from siamese.callbacks.hparams import hparam_values
 from siamese.training import train
 

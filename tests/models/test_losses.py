@@ -1,12 +1,9 @@
-import math
-
 import pytest
 import torch
 
 from siamese.errors import UserError
 from siamese.models.losses import ContrastiveLoss
 from siamese.models.miners import BatchPairs
-from siamese.distance import EuclideanDistance
 
 
 def test_contrastive_loss_matches_hand_computed_values():
@@ -27,20 +24,6 @@ def test_margin_changes_only_the_negative_term():
 def test_non_positive_margin_is_refused(margin):
     with pytest.raises(UserError, match="margin must be positive"):
         ContrastiveLoss(margin=margin)
-
-
-def test_euclidean_distance_by_hand_and_eps_at_zero():
-    a = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
-    b = torch.tensor([[3.0, 4.0], [1.0, 2.0]])
-    distance = EuclideanDistance(eps=1e-7)(a, b)
-    assert distance[0].item() == pytest.approx(5.0)
-    assert distance[1].item() == pytest.approx(math.sqrt(1e-7))
-
-
-def test_distance_gradient_is_finite_for_identical_embeddings():
-    a = torch.ones(1, 4, requires_grad=True)
-    EuclideanDistance()(a, torch.ones(1, 4)).sum().backward()
-    assert torch.isfinite(a.grad).all()
 
 
 def test_weighted_contrastive_loss_is_the_weighted_mean():

@@ -1,7 +1,6 @@
 """The local web page (src/app.py): its functions give verify.py's and search.py's numbers, and the
 page serves them over HTTP (driven with gradio_client, as a browser's uploads reach it)."""
 
-import csv
 import json
 import os
 import shutil
@@ -9,27 +8,20 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers import compose_config, read_rows, run_script, write_image_folder
 
-from conftest import run_script, write_image_folder
 from siamese.checkpoints import load_for_use
 from siamese.errors import UserError
 from siamese.inference.app import NO_INDEX, FlowerApp
 from siamese.inference.gallery import Gallery
-from test_inference import compose_config
 
 pytest.importorskip("gradio")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(trained_run):
-    run_dir, _ = trained_run
-    return json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-
-
-@pytest.fixture(scope="module")
 def served(checkpoint, tmp_path_factory):
     """(app, gallery folder, index file, a query photo that is not in the gallery)."""
-    from siamese.inference.commands import build_index
+    from siamese.commands.index import build_index
 
     folder = tmp_path_factory.mktemp("app")
     photos = write_image_folder(folder / "photos", {"daisy": 4, "rose": 4, "tulip": 3})
@@ -38,11 +30,6 @@ def served(checkpoint, tmp_path_factory):
     query = folder / "query.jpg"
     shutil.copy(photos / "rose" / "2.jpg", query)
     return FlowerApp(load_for_use(checkpoint), Gallery.load(index)), photos, index, query
-
-
-def read_rows(path):
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_compare_gives_verify_pys_distance_and_verdict(served, checkpoint):
@@ -58,7 +45,7 @@ def test_compare_gives_verify_pys_distance_and_verdict(served, checkpoint):
 
 
 def test_search_and_name_give_search_pys_answers(served, tmp_path):
-    from siamese.inference.commands import search
+    from siamese.commands.search import search
 
     app, _, index, query = served
     neighbours = app.search(query, 3)
@@ -135,9 +122,8 @@ def test_the_page_serves_the_same_answers_over_http(served, monkeypatch, capfd):
 
 def real_flower_folder(root, kinds=3, per_kind=5):
     """A folder per kind of real Flowers102 photos from ../shared (named by cat_to_name.json)."""
+    from helpers import SHARED_DATA
     from scipy.io import loadmat
-
-    from conftest import SHARED_DATA
 
     base = SHARED_DATA / "flowers-102"
     labels = loadmat(base / "imagelabels.mat")["labels"][0]
@@ -160,10 +146,10 @@ def test_the_page_works_in_a_browser(checkpoint, tmp_path):
     import time
     import urllib.request
 
+    from helpers import ROOT, SHARED_DATA
     from PIL import Image
 
-    from conftest import ROOT, SHARED_DATA
-    from siamese.inference.commands import build_index
+    from siamese.commands.index import build_index
 
     sync_api = pytest.importorskip("playwright.sync_api")
     if not (SHARED_DATA / "flowers-102" / "cat_to_name.json").exists():

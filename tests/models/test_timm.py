@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import ROOT, run_script, tiny_overrides
 from safetensors.torch import save_file
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import ROOT, run_script, tiny_overrides
 from siamese.errors import UserError
 from siamese.models.backbones import TimmBackbone, parameter_layers
 from siamese.models.conversion import lite_to_timm
@@ -83,7 +83,7 @@ def test_weights_of_another_model_are_refused_with_the_first_keys(tmp_path):
 
 
 def test_the_data_follow_the_timm_models_normalisation(tmp_path):
-    from conftest import compose_train
+    from helpers import compose_train
 
     cfg = compose_train(["backbone=timm", "backbone.name=tf_efficientnet_lite0"], tmp_path)
     assert list(cfg.data.mean) == [0.5, 0.5, 0.5] and list(cfg.data.std) == [0.5, 0.5, 0.5]
@@ -97,7 +97,7 @@ def test_the_data_follow_the_timm_models_normalisation(tmp_path):
 def test_resolved_configs_hold_concrete_normalisation_and_benchmarks_follow_it(tmp_path):
     import sys
 
-    from conftest import ROOT, compose_train
+    from helpers import ROOT, compose_train
     from omegaconf import OmegaConf
 
     for backbone, mean in ((["backbone=timm", f"backbone.name={TINY}"], [0.485, 0.456, 0.406]),

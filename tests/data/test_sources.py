@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from helpers import IMAGENET, write_image_folder
 
-from conftest import IMAGENET, write_image_folder
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_image_folder
 from siamese.errors import UserError

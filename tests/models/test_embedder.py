@@ -1,0 +1,95 @@
+"""The embedder (siamese.models.embedder): shared weights, its spec, the test-time flip."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import module_and_data, tiny_preprocessing
+from hydra.utils import instantiate
+
+from siamese.checkpoints import load_for_use
+from siamese.errors import UserError
+from siamese.models.backbones import Backbone
+from siamese.models.embedder import Embedder
+
+
+def test_twin_network_shares_weights_and_normalises():
+    torch.manual_seed(0)
+    network = Embedder(Backbone("resnet18", weights=None), tiny_preprocessing(), embedding_dim=8).eval()
+    a, b = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ab, ba = network.pair_distance(a, b), network.pair_distance(b, a)
+        embeddings = network(a)
+        assert torch.allclose(ab, ba, atol=1e-6) and (ab > 1e-2).all()
+        assert torch.allclose(ab, (embeddings - network(b)).norm(dim=1), atol=1e-5)
+        assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-5)
+    with pytest.raises(UserError, match="embedding_dim must be at least 1"):
+        Embedder(Backbone("mobilenet_v2", weights=None), tiny_preprocessing(), embedding_dim=0)
+
+
+def test_an_embedder_rebuilds_from_its_spec_without_weights():
+
+    torch.manual_seed(0)
+    embedder = Embedder(Backbone("resnet18", weights=None, trainable_fraction=0.3), tiny_preprocessing(), embedding_dim=8,
+                        test_time_flip=True).eval()
+    spec = embedder.spec()
+    assert spec["backbone"] == {"_target_": "siamese.models.backbones.Backbone", "name": "resnet18", "weights": None,
+                                "weights_path": None, "trainable_fraction": 0.3, "train_batchnorm": False}
+    assert spec["preprocessing"] == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    twin = instantiate(spec)
+    twin.load_state_dict(embedder.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(twin.eval()(images), embedder(images), atol=1e-6)
+    assert twin.test_time_flip and twin.preprocessing == tiny_preprocessing()
+
+
+def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
+    from siamese.feature_cache import FeatureCache
+    from siamese.models.losses import ContrastiveLoss
+    from siamese.models.module import SiameseModule
+
+    embedder = load_for_use(checkpoint).embedder
+    embedder.test_time_flip = True
+    module = SiameseModule(embedder, ContrastiveLoss(), optimizer=None).eval()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        flipped = module.embed(images)
+        plain = embedder.embed_once(images), embedder.embed_once(images.flip(-1))
+        expected = (plain[0] + plain[1]) / 2
+        if embedder.normalize_embedding:
+            expected = torch.nn.functional.normalize(expected, dim=1)
+        assert torch.allclose(flipped, expected, atol=1e-6)
+        assert torch.allclose(module.embed(images.flip(-1)), flipped, atol=1e-5)  # a mirror image is the same
+        # the frozen-feature cache (rows i and i + n: an image and its mirror) gives the same embeddings
+        embedder.backbone.frozen_blocks = max(1, embedder.backbone.frozen_blocks)
+        front = embedder.backbone.front()
+        module.feature_cache = FeatureCache()
+        module.feature_cache.bank = torch.cat([front(images), front(images.flip(-1))])
+        module.feature_cache.catalog_size = len(images)
+        assert torch.allclose(module.embed(torch.arange(3)), flipped, atol=1e-5)
+        module.train()
+        embedder.backbone.train(False)  # only the module's mode matters: training embeds once
+        assert torch.allclose(module.embed(torch.arange(3)), embedder.embed_front_features(front(images)), atol=1e-6)
+
+
+def test_channels_last_changes_nothing_but_the_layout(tiny_flowers, tmp_path):
+    plain, data = module_and_data(tiny_flowers, tmp_path, "model.network.channels_last=false")
+    fast, _ = module_and_data(tiny_flowers, tmp_path, "model.network.channels_last=true")
+    fast.load_state_dict(plain.state_dict())
+    conv = next(m for m in fast.network.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    data.setup()
+    images = next(iter(data.image_dataloader(np.arange(8))))[0]
+    with torch.no_grad():
+        assert torch.allclose(fast.embed(images), plain.embed(images), atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_the_embedder_gives_the_cpus_embeddings_on_a_gpu():
+    torch.manual_seed(0)
+    embedder = Embedder(Backbone("resnet18", weights=None), tiny_preprocessing(), test_time_flip=True).eval()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        on_cpu = embedder(images)
+        on_gpu = embedder.to("cuda")(images.to("cuda")).cpu()
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-4)
