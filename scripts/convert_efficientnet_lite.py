@@ -26,7 +26,7 @@ from torchvision.models import MobileNet_V2_Weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from siamese.data.io import read_rgb  # noqa: E402
-from siamese.data.transforms import build_transform  # noqa: E402
+from siamese.data.transforms import Preprocessing  # noqa: E402
 from siamese.errors import UserError  # noqa: E402
 from siamese.models.conversion import LITE_VARIANTS, lite_to_timm  # noqa: E402
 
@@ -70,7 +70,7 @@ def main() -> int:
     if not args.check:
         return 0
     config = model.pretrained_cfg
-    transform = build_transform(int(config["input_size"][-1]), "none", config["mean"], config["std"])
+    transform = Preprocessing(int(config["input_size"][-1]), config["mean"], config["std"], resize="squash").transform()
     images = torch.stack([transform(read_rgb(path)) for path in args.check])
     categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     with torch.no_grad():

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import compose_config, index_folder, read_rows, run_script
+from helpers import ONNX_EXAMPLE, ROOT, compose_config, index_folder, read_rows, run_script
 
 from siamese.checkpoints import load_for_use
 from siamese.inference.embedding import embed_files, preprocess
@@ -104,3 +104,45 @@ def test_output_paths_that_cannot_be_written_are_one_line(case, checkpoint, phot
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert out.read_bytes() == before and not list(tmp_path.rglob("*.partial*"))
+
+
+def test_a_tall_photo_is_cropped_as_the_checkpoint_says_and_gives_one_distance_everywhere(checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from siamese.commands.search import search
+    from siamese.commands.verify import verify
+    from siamese.data.io import read_rgb
+    from siamese.inference.app import FlowerApp
+    from siamese.inference.embedding import embed_images, pair_distances
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "photos" / "kind"
+    folder.mkdir(parents=True)
+    tall, square, centre = folder / "tall.png", folder / "square.png", tmp_path / "centre.png"
+    pixels = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)  # twice as tall as wide; the model takes 32 px
+    Image.fromarray(pixels).save(tall)
+    Image.fromarray(pixels[16:48]).save(centre)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(square)
+    model = load_for_use(checkpoint)
+    preprocessing = model.embedder.preprocessing
+    assert (preprocessing.resize, preprocessing.crop_pct) == ("crop", 1.0)
+    # cropped as the checkpoint says: the photo's centre square, not the photo squashed
+    as_tall, as_centre = embed_files(model, [tall, centre])
+    assert torch.allclose(as_tall, as_centre, atol=1e-6)
+    squash = type(preprocessing)(32, preprocessing.mean, preprocessing.std, resize="squash")
+    assert not torch.allclose(as_tall, embed_images(model, squash.transform()(read_rgb(tall))[None])[0], atol=1e-3)
+
+    expected = float(pair_distances(model, [tall], [square])[0])
+    verify(compose_config("verify", [f"ckpt_path={checkpoint}", f"image_a={tall}", f"image_b={square}"]))
+    assert float(capsys.readouterr().out.split()[1]) == pytest.approx(expected, abs=1e-4)
+    index_folder(checkpoint, tmp_path / "photos", tmp_path / "g.pt")
+    search(compose_config("search", [f"index={tmp_path / 'g.pt'}", f"query={tall}", "k=1", f"out={tmp_path / 's.csv'}"]))
+    (row,) = read_rows(tmp_path / "s.csv")
+    assert row["neighbour"] == "kind/square.png" and float(row["distance"]) == pytest.approx(expected, abs=1e-5)
+    assert FlowerApp(model).compare(tall, square).distance == pytest.approx(expected, abs=1e-6)
+    exported = tmp_path / "exported"
+    assert run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]").returncode == 0
+    (tmp_path / "use_model.py").write_text(ONNX_EXAMPLE.search((ROOT / "docs" / "using-a-model.md").read_text()).group(1))
+    alone = run_script(str(tmp_path / "use_model.py"), str(exported / "embedder.onnx"), str(tall), str(square), cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert float(alone.stdout.split()[1]) == pytest.approx(expected, abs=1e-4)

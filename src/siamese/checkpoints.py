@@ -94,6 +94,8 @@ def load_for_use(path: str | Path, device: str = "cpu", threshold: float | None 
     spec, verdict = checkpoint.get("embedder"), checkpoint.get("verdict")
     if spec is None or verdict is None:
         raise UserError(f"{path} holds no embedder or verdict to use; pass a checkpoint written by src/train.py")
+    if "resize" not in spec["preprocessing"]:  # trained before the resize policy: squashed
+        spec = {**spec, "preprocessing": {**spec["preprocessing"], "resize": "squash"}}
     embedder: Embedder = instantiate(spec)
     state = {k[len(EMBEDDER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(EMBEDDER_PREFIX)}
     check_fits(embedder, {"state_dict": state})

@@ -60,8 +60,9 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     threshold = merged.model.get("threshold") if "model.threshold" in given else None
     model = load_for_use(cfg.ckpt_path, threshold=threshold, checkpoint=checkpoint)
     preprocessing = model.embedder.preprocessing
-    for key, value in (("mean", list(preprocessing.mean)), ("std", list(preprocessing.std))):
-        if merged.data.get(key) is None:  # runs that did not record theirs
+    for key, value in (("mean", list(preprocessing.mean)), ("std", list(preprocessing.std)),
+                       ("resize", preprocessing.resize), ("crop_pct", preprocessing.crop_pct)):
+        if merged.data.get(key) is None:  # runs that did not record theirs (the checkpoint's)
             merged.data[key] = value
     merged.model.cache_frozen_features = False  # evaluation embeds images
     merged.data.feature_rows = False

@@ -10,6 +10,7 @@ from PIL import Image
 
 from siamese.data.cache import DecodedImages, DiskImages
 from siamese.data.datamodule import PairDataModule
+from siamese.data.transforms import Preprocessing
 from siamese.errors import UserError
 
 
@@ -60,7 +61,7 @@ def test_disk_cache_is_reused_and_never_stale(tmp_path):
     os.utime(image, ns=(built + 10**9, built + 10**9))
     changed = datamodule(root, cache="disk", cache_dir=str(cache_dir)).images
     assert changed.path != first.path  # an image changed: a new cache, the old one is not read
-    assert torch.equal(changed[0], DecodedImages(changed_catalog(root), 32)[0])
+    assert torch.equal(changed[0], DecodedImages(changed_catalog(root), Preprocessing(32, **IMAGENET))[0])
     assert changed[0][0].float().mean() > 200  # the new red image
     assert not list(cache_dir.glob("*.partial*"))
 

@@ -8,7 +8,7 @@ from PIL import Image
 from siamese.data.datamodule import PairDataModule
 from siamese.data.io import read_rgb
 from siamese.data.sources import load_image_folder
-from siamese.data.transforms import build_transform
+from siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_unusual_image_modes_become_rgb(mode, tmp_path):
 
 def test_images_smaller_than_the_input_size_are_resized(tmp_path):
     Image.new("RGB", (4, 3), (10, 20, 30)).save(tmp_path / "tiny.png")
-    assert build_transform(32)(read_rgb(tmp_path / "tiny.png")).shape == (3, 32, 32)
+    assert Preprocessing(32, IMAGENET_MEAN, IMAGENET_STD).transform()(read_rgb(tmp_path / "tiny.png")).shape == (3, 32, 32)
 
 
 def test_hidden_folders_are_not_classes(tmp_path):

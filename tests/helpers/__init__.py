@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ needs_shared = pytest.mark.skipif(
     not ((SHARED_DATA / "flowers-102" / "setid.mat").exists() and SHARED_WEIGHTS.exists()),
     reason=f"real Flowers102 and MobileNetV2 weights not found in {SHARED} (see ../shared/README.md)",
 )
+
+# The onnxruntime-only example of docs/using-a-model.md, which the tests run as a user would.
+ONNX_EXAMPLE = re.compile(r"<!-- onnx-example -->\s*```python\n(.*?)```", re.S)
 
 # The tiny dataset: TINY_CLASSES classes (1-based labels as in imagelabels.mat) of
 # TINY_PER_CLASS images each, split per class 2 train / 2 val / rest test.

@@ -34,7 +34,8 @@ def test_an_embedder_rebuilds_from_its_spec_without_weights():
     spec = embedder.spec()
     assert spec["backbone"] == {"_target_": "siamese.models.backbones.Backbone", "name": "resnet18", "weights": None,
                                 "weights_path": None, "trainable_fraction": 0.3, "train_batchnorm": False}
-    assert spec["preprocessing"] == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    assert spec["preprocessing"] == {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "resize": "crop",
+                                     "crop_pct": 1.0}
     twin = instantiate(spec)
     twin.load_state_dict(embedder.state_dict())
     images = torch.randn(2, 3, 32, 32)

@@ -3,7 +3,7 @@
 into a memory-mapped file that later runs reuse).
 
 A store maps a catalog index to the uint8 tensor (3, size, size) that
-:func:`~siamese.data.transforms.prepare_transform` makes of that image.
+the preprocessing's :meth:`~siamese.data.transforms.Preprocessing.prepare` makes of that image.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from siamese.data.sources import ImageCatalog
 from siamese.data.io import read_rgb
-from siamese.data.transforms import prepare_transform
+from siamese.data.transforms import Preprocessing
 from siamese.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,12 @@ CACHE_FORMAT = 1  # bump when what a cache file holds changes: older files are t
 
 
 class DecodedImages(Dataset):
-    """No cache: every access reads and resizes the file (``read_rgb`` + ``prepare_transform``)."""
+    """No cache: every access reads and resizes the file (``read_rgb`` + ``Preprocessing.prepare``)."""
 
-    def __init__(self, catalog: ImageCatalog, image_size: int) -> None:
+    def __init__(self, catalog: ImageCatalog, preprocessing: Preprocessing) -> None:
         self.catalog = catalog
-        self.image_size = image_size
-        self.prepare = prepare_transform(image_size)
+        self.image_size = preprocessing.image_size
+        self.prepare = preprocessing.prepare()
 
     def __len__(self) -> int:
         return len(self.catalog)
@@ -83,15 +83,16 @@ class DiskImages(Dataset):
 def image_store(
     kind: str,
     catalog: ImageCatalog,
-    image_size: int,
+    preprocessing: Preprocessing,
     indices: Sequence[int],
     cache_dir: Path,
     dataset: str,
     num_workers: int = 0,
 ) -> Dataset:
-    """The store of ``kind`` for ``catalog`` at ``image_size``; a cache holds ``indices`` (the
-    images the splits use; the others stay zeros)."""
-    decoded = DecodedImages(catalog, image_size)
+    """The store of ``kind`` for ``catalog`` as ``preprocessing`` prepares it; a cache holds
+    ``indices`` (the images the splits use; the others stay zeros)."""
+    image_size = preprocessing.image_size
+    decoded = DecodedImages(catalog, preprocessing)
     if kind == "none":
         return decoded
     shape = (len(catalog), 3, image_size, image_size)
@@ -100,7 +101,7 @@ def image_store(
         _fill(images.numpy(), decoded, indices, num_workers)
         log.info("image cache: %d images at %d px, %.0f MB in memory", len(indices), image_size, images.numel() / 1e6)
         return MemoryImages(images)
-    path = cache_dir / f"{dataset}_{image_size}px_{_fingerprint(catalog, indices, image_size)}.uint8"
+    path = cache_dir / f"{dataset}_{image_size}px_{_fingerprint(catalog, indices, preprocessing)}.uint8"
     if not (path.is_file() and path.stat().st_size == int(np.prod(shape))):
         _write_disk_cache(path, shape, decoded, indices, num_workers)
     else:
@@ -108,9 +109,11 @@ def image_store(
     return DiskImages(path, shape)
 
 
-def _fingerprint(catalog: ImageCatalog, indices: Sequence[int], image_size: int) -> str:
-    """Changes when any cached file, its size or its modification time, the size or the format change."""
-    digest = hashlib.sha1(json.dumps([CACHE_FORMAT, image_size, str(catalog.root)]).encode())
+def _fingerprint(catalog: ImageCatalog, indices: Sequence[int], preprocessing: Preprocessing) -> str:
+    """Changes when any cached file, its size or its modification time, the size, the resize policy or
+    the format change."""
+    resize = [] if preprocessing.resize == "squash" else [preprocessing.resize, preprocessing.crop_pct]
+    digest = hashlib.sha1(json.dumps([CACHE_FORMAT, preprocessing.image_size, str(catalog.root), *resize]).encode())
     for index in indices:
         stat = catalog.path(index).stat()
         digest.update(f"{catalog.files[index]}:{stat.st_size}:{stat.st_mtime_ns};".encode())

@@ -115,7 +115,9 @@ class PairDataModule(pl.LightningDataModule):
     ``num_workers="auto"``: one DataLoader worker per core but one (at most 8);
     ``pin_memory="auto"``: on when CUDA is available.
 
-    ``mean`` and ``std`` normalise the images (the configs resolve them from the backbone).
+    ``mean`` and ``std`` normalise the images (the configs resolve them from the backbone);
+    ``resize`` and ``crop_pct`` say how a photo becomes ``image_size`` square (``Preprocessing``:
+    ``crop`` keeps its shape and takes the centre, ``squash`` does not keep it).
     With ``feature_rows`` the dataloaders yield feature-bank rows instead of images, for the
     frozen-feature cache (``siamese.data.feature_rows``), which follows only ``none`` and
     ``flip`` augmentation.
@@ -148,6 +150,8 @@ class PairDataModule(pl.LightningDataModule):
         mean: Sequence[float],
         std: Sequence[float],
         feature_rows: bool = False,
+        resize: str = "crop",
+        crop_pct: float = 1.0,
     ) -> None:
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
@@ -199,11 +203,11 @@ class PairDataModule(pl.LightningDataModule):
         self.augmentation = augmentation
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
         self.mean, self.std = mean, std
-        self.preprocessing = Preprocessing(image_size, mean, std)
+        self.preprocessing = Preprocessing(image_size, mean, std, resize, crop_pct)
         # Applied to the uint8 tensors of the image store (decoded and resized already).
         self.transforms = {
-            "train": augment_transform(augmentation, mean, std),
-            "eval": augment_transform("none", mean, std),
+            "train": augment_transform(augmentation, mean, std, self.image_size),
+            "eval": augment_transform("none", mean, std, self.image_size),
         }
         self.pairs_per_class = pairs_per_class
         self.m_per_class = m_per_class
@@ -251,7 +255,7 @@ class PairDataModule(pl.LightningDataModule):
         }
         self.catalog, self.splits = catalog, splits
         self.images = image_store(
-            self.cache, catalog, self.image_size, self.used_indices().tolist(), self.cache_dir, self.dataset,
+            self.cache, catalog, self.preprocessing, self.used_indices().tolist(), self.cache_dir, self.dataset,
             self.num_workers,
         )
 
