@@ -29,6 +29,13 @@ def check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def positive(value: object, key: str) -> float:
+    """``value`` as a positive float, or a UserError naming ``key``."""
+    number = as_number(value, key)
+    check(number > 0, f"{key} must be positive, got {number}")
+    return number
+
+
 def as_number(value: object, key: str, kind: type = float) -> float | int:
     """``value`` as a float (or, with ``kind=int``, a whole number), or a UserError naming ``key``."""
     try:

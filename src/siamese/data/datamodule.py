@@ -201,9 +201,8 @@ class PairDataModule(pl.LightningDataModule):
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
-        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        self.mean, self.std = mean, std
         self.preprocessing = Preprocessing(image_size, mean, std, resize, crop_pct)
+        mean, std = self.preprocessing.mean, self.preprocessing.std
         # Applied to the uint8 tensors of the image store (decoded and resized already).
         self.transforms = {
             "train": augment_transform(augmentation, mean, std, self.image_size),

@@ -14,15 +14,8 @@ from torch import nn
 
 from siamese.data.batches import PairBatch
 from siamese.distance import halves
-from siamese.errors import UserError, as_number, check
+from siamese.errors import UserError, positive
 from siamese.models.miners import pml_class, pml_component
-
-
-def positive_margin(margin: object, key: str = "margin") -> float:
-    """``margin`` as a positive float, or a UserError naming ``key``."""
-    margin = as_number(margin, key)
-    check(margin > 0, f"{key} must be positive, got {margin}")
-    return margin
 
 
 def contrastive(distance: torch.Tensor, same: torch.Tensor, margin: float,
@@ -47,7 +40,7 @@ class ContrastiveLoss(nn.Module):
 
     def __init__(self, margin: float = 1.0, miner: nn.Module | None = None) -> None:
         super().__init__()
-        self.margin = positive_margin(margin)
+        self.margin = positive(margin, "margin")
         self.miner = miner
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, batch: PairBatch) -> torch.Tensor:
@@ -76,7 +69,7 @@ class MetricLearningLoss(nn.Module):
     def __init__(self, name: str, margin: float = 1.0, miner: object = None, reducer: object = None,
                  **options: object) -> None:
         super().__init__()
-        from pytorch_metric_learning import losses, reducers
+        from pytorch_metric_learning import losses, miners, reducers
 
         loss_class = pml_class(losses, "Loss", name, abstract=("GenericPairLoss",))
         reducer_object = pml_component(reducers, "Reducer", reducer)
@@ -85,11 +78,9 @@ class MetricLearningLoss(nn.Module):
             self.loss = loss_class(**options, **extra)
         except TypeError as exc:
             raise UserError(f"model.loss options for {name}: {exc}") from None
-        from pytorch_metric_learning import miners
-
         self.miner = pml_component(miners, "Miner", miner)
         self.name = name
-        self.margin = positive_margin(margin)
+        self.margin = positive(margin, "margin")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, batch: PairBatch | None = None) -> torch.Tensor:
         pairs = self.miner(embeddings, labels) if self.miner is not None else None

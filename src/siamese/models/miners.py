@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from siamese.distance import euclidean
-from siamese.errors import UserError, as_number, check
+from siamese.errors import UserError, positive
 
 
 class BatchPairs(nn.Module):
@@ -25,9 +25,7 @@ class BatchPairs(nn.Module):
 
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()
-        margin = as_number(margin, "model.loss.miner.margin")
-        check(margin > 0, f"model.loss.miner.margin must be positive, got {margin}")
-        self.margin = margin
+        self.margin = positive(margin, "model.loss.miner.margin")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         first, second = torch.triu_indices(len(embeddings), len(embeddings), offset=1, device=embeddings.device)
