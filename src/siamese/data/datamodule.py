@@ -223,6 +223,16 @@ class PairDataModule(pl.LightningDataModule):
         self.splits: dict[str, np.ndarray] = {}
         self.samplers: dict[str, PairSampler] = {}
 
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """The per-channel mean the images are normalised with (its ``preprocessing``'s)."""
+        return self.preprocessing.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """The per-channel standard deviation the images are normalised with (its ``preprocessing``'s)."""
+        return self.preprocessing.std
+
     def prepare_data(self) -> None:
         # Runs on one process only: the place to download.
         load_source(self.dataset, self.root, self.download)
