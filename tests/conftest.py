@@ -34,12 +34,13 @@ def tiny_flowers(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tiny_flowers, tmp_path_factory) -> tuple[Path, float]:
-    """A 2-epoch training run on the tiny dataset: (run dir, value returned by train)."""
+def trained_run(tiny_flowers, gallery_dir, tmp_path_factory) -> tuple[Path, float]:
+    """A 2-epoch training run on the tiny dataset, with ``gallery_dir`` as its foreign photos: (run dir,
+    value returned by train)."""
     from siamese.training import train
 
     run_dir = tmp_path_factory.mktemp("run")
-    value = train(compose_train(tiny_overrides(tiny_flowers), run_dir))
+    value = train(compose_train([*tiny_overrides(tiny_flowers), f"data.foreign={gallery_dir}"], run_dir))
     return run_dir, value
 
 

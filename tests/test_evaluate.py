@@ -23,7 +23,8 @@ def test_eval_reproduces_the_training_runs_test_metrics(trained_run, best_checkp
     assert result.returncode == 0, result.stderr[-3000:]
     trained = json.loads((run_dir / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
-    for name in ("test_auroc", "test_acc", "test_threshold", "test_eer", "test_recall@1", "test_map@r"):
+    for name in ("test_auroc", "test_acc", "test_threshold", "test_eer", "test_recall@1", "test_map@r",
+                 "test_all_auroc", "test_all_auroc_se", "test_all_acc", "foreign_auroc", "foreign_map@r"):
         assert evaluated[name] == pytest.approx(trained[name], abs=1e-6), name
     assert "test_map@r" in result.stdout and "metric" in result.stdout  # the printed table
     rows = read_rows(tmp_path / "pairs_test.csv")
@@ -37,6 +38,20 @@ def test_eval_reproduces_the_training_runs_test_metrics(trained_run, best_checkp
     events.Reload()
     assert {"figures/test_roc", "figures/test_confusion"} <= set(events.Tags()["images"])
     assert (tmp_path / "tensorboard" / "projector_config.pbtxt").exists()
+
+
+def test_the_foreign_figure_is_evals_on_those_photos_as_a_test_split(trained_run, best_checkpoint, gallery_dir,
+                                                                     tmp_path):
+    run_dir, _ = trained_run
+    result = run_script("src/eval.py", f"ckpt_path={best_checkpoint}", "accelerator=cpu", "data.dataset=imagefolder",
+                        f"data.root={gallery_dir}", "data.split=all", "data.foreign=null", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert "foreign_auroc" not in evaluated
+    for name in ("auroc", "auroc_se", "acc"):
+        assert evaluated[f"test_all_{name}"] == pytest.approx(trained[f"foreign_{name}"], abs=1e-6), name
+    assert evaluated["test_map@r"] == pytest.approx(trained["foreign_map@r"], abs=1e-6)
 
 
 def test_eval_overrides_the_checkpoints_config(best_checkpoint, tmp_path):

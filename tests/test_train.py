@@ -6,13 +6,16 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import IMAGENET, compose_train, run_script, tiny_overrides
+from helpers import IMAGENET, compose_train, run_script, tiny_overrides, user_error_of
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from siamese.all_pairs import all_pair_metrics, all_pairs
+from siamese.checkpoints import load_for_use
 from siamese.data.datamodule import PairDataModule
 from siamese.errors import UserError, find_user_error
 from siamese.training import train
+from siamese.verdict import Verdict
 
 
 def scalar_tags(folder):
@@ -51,6 +54,63 @@ def test_run_writes_checkpoints_and_metrics(trained_run):
     assert f"save_dir: {run_dir}" in resolved and "${" not in resolved
 
 
+def test_every_pair_of_the_val_images_is_scored_and_the_foreign_photos_every_epoch(trained_run, tiny_flowers):
+    run_dir, _ = trained_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # the kept checkpoint's val images, embedded here through the use path: the same metrics
+    model = load_for_use(metrics["best_checkpoint"])
+    data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, seed=42)
+    data.setup()
+    with torch.no_grad():
+        batches = list(data.image_dataloader(data.splits["val"]))
+        embeddings = torch.cat([model.embedder(batch.images) for batch in batches])
+    labels = torch.cat([batch.labels for batch in batches])
+    expected = all_pair_metrics(embeddings, labels, model.verdict)
+    assert expected["pairs"] == 28  # 8 val images
+    for name in ("auroc", "auroc_se", "acc"):
+        assert metrics[f"val_all_{name}"] == pytest.approx(expected[name], abs=1e-6), name
+    # the threshold was calibrated on those pairs, both kinds weighted equally
+    assert metrics["val_threshold"] == pytest.approx(Verdict.calibrate(*all_pairs(embeddings, labels),
+                                                                       balanced=True).threshold, abs=1e-6)
+    assert 0 <= metrics["foreign_auroc_se"] < 0.5 and 0 <= metrics["foreign_map@r"] <= 1  # eval.py: test_evaluate
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("val_all_auroc")) == 2  # one per epoch
+    assert len(events.Scalars("foreign_auroc")) == 3  # one per epoch, and the kept checkpoint's at test
+    assert events.Scalars("foreign_auroc")[-1].value == pytest.approx(metrics["foreign_auroc"])
+
+
+def test_the_foreign_photos_never_choose(tiny_flowers, gallery_dir, tmp_path):
+    overrides = [*tiny_overrides(tiny_flowers), f"data.foreign={gallery_dir}"]
+    for override, where in (("callbacks.model_checkpoint.monitor=foreign_auroc", "ModelCheckpoint.monitor"),
+                            ("optimized_metric=foreign_map@r", "optimized_metric")):
+        message = user_error_of(train, compose_train([*overrides, override], tmp_path))
+        assert message.startswith(f"{where}=foreign_") and "monitor a val_* metric" in message
+    assert user_error_of(train, compose_train([*overrides[:-1], f"data.foreign={tmp_path / 'none'}"], tmp_path)) \
+        .startswith("data.foreign: data.root")
+
+
+def test_a_linear_probe_trains_the_head_alone_then_everything(tiny_flowers, tmp_path):
+    def trained_weights(probe_epochs, epochs):
+        cfg = compose_train([*tiny_overrides(tiny_flowers), f"model.probe_epochs={probe_epochs}",
+                             f"trainer.max_epochs={epochs}",
+                             "data.val_all_pairs=false"], tmp_path)
+        pl.seed_everything(0)
+        model = instantiate(cfg.model)
+        before = {k: v.clone() for k, v in model.network.state_dict().items()}
+        pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, limit_val_batches=0).fit(model, datamodule=instantiate(cfg.data))
+        after = model.network.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        return changed, {n for n, p in model.network.backbone.named_parameters() if p.requires_grad}
+
+    trainable = {f"backbone.{name}" for name in trained_weights(0, 1)[1]}
+    changed, _ = trained_weights(1, 1)
+    assert changed and not changed & trainable and all(k.startswith("head") for k in changed)
+    changed, _ = trained_weights(1, 2)
+    assert trainable <= changed  # the second epoch fine-tunes the trunk too
+
+
 def test_pair_lists_match_what_was_evaluated(trained_run, tiny_flowers):
     run_dir, _ = trained_run
     data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, seed=42)
@@ -81,7 +141,7 @@ def test_same_batches_with_and_without_workers(tiny_flowers):
         data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, batch_size=4,
                               augmentation="none", num_workers=workers)
         data.setup()
-        loaders.append([torch.cat([a, b]) for a, b, *_ in data.val_dataloader()])
+        loaders.append([torch.cat([a, b]) for a, b, *_ in data.pair_dataloader("val")])
     assert len(loaders[0]) == 2
     assert all(torch.equal(x, y) for x, y in zip(*loaders))
 
@@ -155,7 +215,7 @@ def test_pair_batches_carry_the_classes_of_their_images(tiny_flowers):
     data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, batch_size=4, augmentation="none",
                           num_workers=0)
     data.setup()
-    rows = [row for *_, same, _, class_a, class_b in data.val_dataloader()
+    rows = [row for *_, same, _, class_a, class_b in data.pair_dataloader("val")
             for row in zip(same.tolist(), class_a.tolist(), class_b.tolist())]
     expected = [(float(same), int(data.catalog.labels[a]), int(data.catalog.labels[b])) for a, b, same in data.pairs("val")]
     assert rows == expected

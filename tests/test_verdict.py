@@ -51,3 +51,13 @@ def test_threshold_far_calibrates_the_module(checkpoint):
     module.log = lambda *args, **kwargs: None
     module.on_validation_epoch_end()
     assert float(module.threshold) == pytest.approx(0.4)  # 1 of 4 negatives (0.2) below: FAR 0.25
+
+
+def test_balanced_calibration_weighs_the_few_same_pairs_like_the_many_different_ones():
+    # 2 same pairs, 8 different: plain accuracy is best calling nothing "same" below 0.3 (8 + 1 of 10
+    # right at 0.15), balanced accuracy is best at 0.45 (both same pairs accepted, 7 of 8 rejected)
+    distance = torch.tensor([0.1, 0.4, 0.2, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1])
+    same = torch.tensor([1.0, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    assert best_threshold(distance, same) == pytest.approx(0.15)
+    assert best_threshold(distance, same, balanced=True) == pytest.approx(0.45)
+    assert Verdict.calibrate(distance, same, balanced=True).threshold == pytest.approx(0.45)

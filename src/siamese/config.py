@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 # What sweep summaries rank by: the loss's scale changes with the margin, so val_loss cannot
 # compare jobs that differ in it; ROC-AUC does not depend on the margin or on a threshold.
-RANKING_METRIC = "val_auroc"
+RANKING_METRIC = "val_all_auroc"
 
 
 def lower_is_better(metric: str) -> bool:

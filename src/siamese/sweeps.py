@@ -21,6 +21,8 @@ from siamese.tables import markdown_table
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ("job", "overrides", "status", "error", "best_epoch", "fit_seconds")
+# beside the ranking metric in summary.md, where the jobs have them (foreign_*: shown, never ranked by by default)
+SHOWN_METRICS = ("val_all_auroc", "val_auroc", "test_all_auroc", "test_auroc", "test_acc", "foreign_auroc")
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -61,7 +63,7 @@ def summarize(sweep_dir: str | Path, optimized_metric: str = RANKING_METRIC) -> 
         return (not usable, sign * value if usable else 0.0, row["job"])
 
     rows.sort(key=order)
-    metrics = sorted({k for row in rows for k in row if k.startswith(("val_", "test_"))})
+    metrics = sorted({k for row in rows for k in row if k.startswith(("val_", "test_", "foreign_"))})
     columns = [*SUMMARY_COLUMNS, *metrics]
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -73,7 +75,7 @@ def summarize(sweep_dir: str | Path, optimized_metric: str = RANKING_METRIC) -> 
     lines = [f"# Sweep {sweep_dir.name}: ranked by `{optimized_metric}` ({'lower' if sign == 1 else 'higher'} "
              "is better)", ""]
     shown = ["job", "overrides", "status", "best_epoch", optimized_metric,
-             *[m for m in ("val_auroc", "test_auroc", "test_acc") if m != optimized_metric], "fit_seconds", "error"]
+             *[m for m in SHOWN_METRICS if m != optimized_metric and m in metrics], "fit_seconds", "error"]
     lines += markdown_table(rows, shown)
     if groups:
         lines += ["", "## Over seeds (mean ± sample std)", ""]

@@ -45,6 +45,16 @@ def check_trainer_arguments(trainer_cfg: DictConfig) -> None:
             raise UserError(f"unknown trainer argument trainer.{key}{hint}")
 
 
+def check_chosen_by_validation(optimized_metric: str | None, callbacks: list[Any]) -> None:
+    """A UserError when a checkpoint rule, early stopping or the sweep would choose by the
+    ``foreign_*`` metrics: photos from elsewhere measure generalisation; validation chooses."""
+    monitored = [(f"{type(c).__name__}.monitor", getattr(c, "monitor", None)) for c in callbacks]
+    for where, metric in [*monitored, ("optimized_metric", optimized_metric)]:
+        if str(metric).startswith("foreign_"):
+            raise UserError(f"{where}={metric}: the foreign photos measure, they never choose; "
+                            "monitor a val_* metric (e.g. val_all_auroc)")
+
+
 def progress_bar_wanted(setting: bool | None) -> bool:
     """``trainer.enable_progress_bar``: true or false as given; null (the default) shows the bar
     only when stdout is a terminal, so a redirected log gets epoch lines instead of bar frames."""
@@ -105,6 +115,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("ckpt_path"):
         check_fits(model, load_checkpoint(cfg.ckpt_path))  # a clear error before Lightning's
     callbacks = instantiate_group(cfg.get("callbacks"))
+    check_chosen_by_validation(cfg.get("optimized_metric"), callbacks)
     loggers = instantiate_group(cfg.get("logger"))
     trainer = build_trainer(cfg.trainer, callbacks, logger=loggers or False)
 

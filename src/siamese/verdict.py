@@ -19,8 +19,10 @@ def threshold_rule(fixed: float | None, far: float | None) -> str:
     return "calibrated on validation: highest accuracy"
 
 
-def best_threshold(distance: torch.Tensor, same: torch.Tensor) -> float:
-    """The threshold that maximises pair accuracy of the verdict "same below it" (the smallest such).
+def best_threshold(distance: torch.Tensor, same: torch.Tensor, balanced: bool = False) -> float:
+    """The threshold that maximises pair accuracy of the verdict "same below it" (the smallest such);
+    with ``balanced``, the mean of the true accept and true reject rates (both kinds of pair weigh
+    equally, as on balanced pairs, whatever their counts here).
 
     Sweeps every cut between consecutive sorted distances, so it is exact on the given pairs.
     The threshold is representable in ``distance``'s dtype, so the comparison holds there too.
@@ -33,7 +35,11 @@ def best_threshold(distance: torch.Tensor, same: torch.Tensor) -> float:
     # Predicting the first i pairs (i = 0..n) "same": correct = positives among them + negatives after.
     positives_before = torch.cat([torch.zeros(1, dtype=y.dtype), torch.cumsum(y, 0)])
     cut = torch.arange(n + 1, dtype=y.dtype)
-    correct = positives_before + ((n - y.sum()) - (cut - positives_before))
+    negatives_after = (n - y.sum()) - (cut - positives_before)
+    if balanced:
+        correct = positives_before / y.sum().clamp_min(1) + negatives_after / (n - y.sum()).clamp_min(1)
+    else:
+        correct = positives_before + negatives_after
     # A cut inside a run of equal distances cannot be made by a threshold.
     possible = torch.ones(n + 1, dtype=torch.bool)
     possible[1:n] = d[1:] > d[:-1]
@@ -71,10 +77,15 @@ class Verdict:
     rule: str = "given"
 
     @classmethod
-    def calibrate(cls, distance: torch.Tensor, same: torch.Tensor, far: float | None = None) -> "Verdict":
+    def calibrate(cls, distance: torch.Tensor, same: torch.Tensor, far: float | None = None,
+                  balanced: bool = False) -> "Verdict":
         """The verdict calibrated on scored pairs: the threshold of the highest accuracy
-        (:func:`best_threshold`), or, with ``far``, of that false accept rate (:func:`threshold_at_far`)."""
-        threshold = best_threshold(distance, same) if far is None else threshold_at_far(distance, same, far)
+        (:func:`best_threshold`, ``balanced`` or not), or, with ``far``, of that false accept rate
+        (:func:`threshold_at_far`)."""
+        if far is None:
+            threshold = best_threshold(distance, same, balanced)
+        else:
+            threshold = threshold_at_far(distance, same, far)
         return cls(threshold, threshold_rule(None, far))
 
     def same(self, distance: Any) -> Any:

@@ -22,7 +22,7 @@ def datamodule(root, **kwargs):
 
 
 def batches(data, split="val"):
-    loader = data.val_dataloader() if split == "val" else data.train_dataloader()
+    loader = data.pair_dataloader(split)
     return [torch.cat([a, b]) for a, b, *_ in loader]
 
 

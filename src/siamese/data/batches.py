@@ -42,3 +42,12 @@ class ImageBatch(NamedTuple):
     images: Any
     labels: Any
     position: Any
+
+
+class ForeignBatch(NamedTuple):
+    """Single images of a labelled folder from outside the dataset (``data.foreign``), their classes
+    and positions: always images, never feature-bank rows (they are in no bank)."""
+
+    images: Any
+    labels: Any
+    position: Any

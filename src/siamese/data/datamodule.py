@@ -13,12 +13,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from siamese.data.batches import ImageBatch, PairBatch, PairKey
+from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
 from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row
 from siamese.data.io import image_problem
 from siamese.data.pairs import Pair, PairSampler
-from siamese.data.sources import SOURCES, ImageCatalog, load_source
+from siamese.data.sources import SOURCES, ImageCatalog, load_image_folder, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
 from siamese.data.transforms import Preprocessing, augment_transform, mirror_draw
 from siamese.errors import UserError, as_number, check
@@ -69,13 +69,15 @@ class ImageDataset(Dataset):
     ``ImageBatch`` sample; with ``yield_rows`` the bank row (the catalog index) stands in for the image."""
 
     def __init__(
-        self, images: Dataset, labels: np.ndarray, indices: np.ndarray, transform: Callable, yield_rows: bool = False
+        self, images: Dataset, labels: np.ndarray, indices: np.ndarray, transform: Callable, yield_rows: bool = False,
+        sample: type = ImageBatch,
     ) -> None:
         self.images = images
         self.labels = labels
         self.indices = indices
         self.transform = transform
         self.yield_rows = yield_rows
+        self.sample = sample
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -83,7 +85,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, position: int) -> ImageBatch:
         index = int(self.indices[position])
         image = index if self.yield_rows else self.transform(self.images[index])
-        return ImageBatch(image, int(self.labels[index]), position)
+        return self.sample(image, int(self.labels[index]), position)
 
 
 def pair_datamodule(trainer: pl.Trainer, set_up: bool = False) -> "PairDataModule | None":
@@ -105,7 +107,10 @@ class PairDataModule(pl.LightningDataModule):
     ``split``: ``official`` (the dataset's own), ``stratified`` (every class divided by
     ``split_fractions``) or ``unseen_classes`` (the classes divided by
     ``class_split_fractions``, so test classes are never seen in training). With
-    ``test_retrieval``, testing also embeds every test image once, for retrieval metrics.
+    ``test_retrieval``, testing also embeds every test image once, for retrieval metrics and every
+    pair among them; ``val_all_pairs`` does the same for the validation images every epoch.
+    ``foreign``, a folder with one subfolder of images per class from outside the dataset, is
+    embedded at every validation and test too (``ForeignBatch``): how well the model generalises.
     ``m_per_class`` orders the training pairs so that a batch holds about that many images of
     each class it shows (``PairSampler``); ``None``: random batches.
 
@@ -152,6 +157,8 @@ class PairDataModule(pl.LightningDataModule):
         feature_rows: bool = False,
         resize: str = "crop",
         crop_pct: float = 1.0,
+        val_all_pairs: bool = True,
+        foreign: str | None = None,
     ) -> None:
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
@@ -198,6 +205,11 @@ class PairDataModule(pl.LightningDataModule):
         self.split_fractions = check_fractions(split_fractions)
         self.class_split_fractions = check_fractions(class_split_fractions, "data.class_split_fractions")
         self.test_retrieval = test_retrieval
+        self.val_all_pairs = bool(val_all_pairs)
+        self.foreign = foreign
+        self.foreign_images: Dataset | None = None
+        self.foreign_catalog: ImageCatalog | None = None
+        self.foreign_indices = np.empty(0, dtype=np.int64)
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.augmentation = augmentation
@@ -267,6 +279,14 @@ class PairDataModule(pl.LightningDataModule):
             self.cache, catalog, self.preprocessing, self.used_indices().tolist(), self.cache_dir, self.dataset,
             self.num_workers,
         )
+        if self.foreign:
+            self.foreign_catalog = load_foreign(self.foreign)
+            indices = np.arange(len(self.foreign_catalog))
+            self.foreign_indices = indices[~np.isin(indices, self._bad_images(self.foreign_catalog))]
+            kind = "none" if self.cache == "none" else "memory"  # a few hundred photos: not worth a disk file
+            self.foreign_images = image_store(kind, self.foreign_catalog, self.preprocessing,
+                                              self.foreign_indices.tolist(), self.cache_dir, "foreign",
+                                              self.num_workers)
 
     def used_indices(self) -> np.ndarray:
         """Catalog indices of every image some split uses, sorted."""
@@ -315,7 +335,8 @@ class PairDataModule(pl.LightningDataModule):
                     row += [f"{distance:.6f}", int(verdict is not None and verdict.same(distance))]
                 writer.writerow(row)
 
-    def _dataloader(self, split: str) -> DataLoader:
+    def pair_dataloader(self, split: str) -> DataLoader:
+        """A split's pairs (``PairBatch``): augmented and redrawn every epoch for "train", fixed otherwise."""
         assert self.catalog is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
         flips = split == "train" and self.augmentation == "flip"
@@ -356,13 +377,35 @@ class PairDataModule(pl.LightningDataModule):
         return FeatureImages(self.image_dataloader(used, yield_rows=False), used, len(self.catalog), self.augmentation)
 
     def train_dataloader(self) -> DataLoader:
-        return self._dataloader("train")
+        return self.pair_dataloader("train")
 
-    def val_dataloader(self) -> DataLoader:
-        return self._dataloader("val")
+    def foreign_dataloader(self) -> list[DataLoader]:
+        """The foreign folder's images (``ForeignBatch``), in order; an empty list without ``foreign``."""
+        if self.foreign_catalog is None:
+            return []
+        dataset = ImageDataset(self.foreign_images, self.foreign_catalog.labels, self.foreign_indices,
+                               self.transforms["eval"], sample=ForeignBatch)
+        return [self._loader(dataset, batch_size=self.batch_size * 2)]
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        pairs = self.pair_dataloader("val")
+        images = [self.image_dataloader(self.splits["val"])] if self.val_all_pairs else []
+        loaders = [pairs, *images, *self.foreign_dataloader()]
+        return loaders if len(loaders) > 1 else pairs
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
-        pairs = self._dataloader("test")
-        if not self.test_retrieval:
-            return pairs
-        return [pairs, self.image_dataloader(self.splits["test"])]
+        pairs = self.pair_dataloader("test")
+        images = [self.image_dataloader(self.splits["test"])] if self.test_retrieval else []
+        loaders = [pairs, *images, *self.foreign_dataloader()]
+        return loaders if len(loaders) > 1 else pairs
+
+
+def load_foreign(folder: str) -> ImageCatalog:
+    """The ``data.foreign`` folder: one subfolder of images per class, at least two images of some class."""
+    try:
+        catalog = load_image_folder(folder)
+    except UserError as exc:
+        raise UserError(f"data.foreign: {exc}") from None
+    if np.bincount(catalog.labels).max() < 2:
+        raise UserError(f"data.foreign: {folder} needs a class with at least two images (same-kind pairs)")
+    return catalog

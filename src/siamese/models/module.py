@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from siamese.data.batches import ImageBatch, PairBatch
+from siamese.all_pairs import Pairs, all_pair_metrics, all_pairs, auroc_and_se
+from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch
 from siamese.errors import UserError, as_number
 from siamese.feature_cache import FeatureCache, FrozenFeatureCache
-from siamese.metrics import FAR_LEVELS, Collector, retrieval_metrics, verification_metrics
+from siamese.metrics import FAR_LEVELS, RECALL_KS, Collector, retrieval_metrics, verification_metrics
 from siamese.models.embedder import Embedder
 from siamese.verdict import Verdict, threshold_rule
 
-PAIRS = 0  # dataloader index of a test run's pairs (then single images for retrieval)
+IMAGE_SETS = ("val", "test", "foreign")  # single images embedded by an evaluation: a split's, or data.foreign's
+ALL_PAIR_METRICS = ("auroc", "auroc_se", "acc")
+CALIBRATION_PAIRS = ("all", "sampled")  # model.calibrate_on: every pair of the val images, or the sampled pairs
+RETRIEVAL_METRICS = (*(f"recall@{k}" for k in RECALL_KS), "map@r", "gallery_classes")
+SET_RETRIEVAL_METRICS = ("map@r", "recall@1")  # of the val and foreign images, every epoch (test: all of them)
 
 
 class PairScores(NamedTuple):
@@ -42,6 +47,11 @@ def evaluated_images(pl_module: pl.LightningModule) -> ImageEmbeddings | None:
     return pl_module.evaluated_images() if isinstance(pl_module, SiameseModule) else None
 
 
+def _both_kinds(same: torch.Tensor) -> bool:
+    """Whether there are "same" and "different" pairs, so that a ROC-AUC exists."""
+    return len(same) > 0 and bool(same.min() != same.max())
+
+
 def in_order(position: torch.Tensor) -> torch.Tensor:
     """Indices that sort gathered samples by ``position`` and keep each position once."""
     order = torch.argsort(position, stable=True)
@@ -62,17 +72,26 @@ class SiameseModule(pl.LightningModule):
 
     ``loss`` is any loss of ``siamese.models.losses``: ``loss(embeddings, labels, batch)`` trains,
     ``loss.pair_loss(distance, same)`` is ``val_loss``/``test_loss``. Validation and test always
-    score the sampled pairs. ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``)
+    score the sampled pairs; when their dataloaders also yield the split's single images
+    (``ImageBatch``), every pair among those is scored too (``siamese.all_pairs``), and with
+    ``calibrate_on="all"`` (the default) the threshold is calibrated on them, both kinds of pair
+    weighted equally. ``ForeignBatch`` images (a folder from elsewhere, ``data.foreign``) are scored
+    the same way and logged as ``foreign_*``, which nothing chooses by. ``probe_epochs`` trains
+    the head alone (the trunk frozen) for that many epochs first, then everything (linear probe,
+    then fine-tune: Kumar et al. 2022). ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``)
     that receive the parameters / the optimizer. ``backbone_lr``, when given, is the learning rate
     of the trainable backbone layers; the head uses the optimizer's own. ``warmup_steps`` raises every learning rate linearly from
     ``1/warmup_steps`` of its value to its value over the first optimizer steps; the scheduler
     takes over from there.
 
     Validation logs ``val_loss``, ``val_acc``, ``val_precision``, ``val_recall``, ``val_f1``,
-    ``val_acc@0.5``, ``val_auroc`` and ``val_threshold``; testing logs the same for ``test_``
+    ``val_acc@0.5``, ``val_auroc``, ``val_auroc_se`` and ``val_threshold`` on the sampled pairs and,
+    with the val images, ``val_all_auroc``, ``val_all_auroc_se``, ``val_all_acc``, ``val_map@r``,
+    ``val_recall@1`` on all of their pairs; testing logs the same for ``test_``
     plus ``test_eer``, ``test_tar@far0.01``, ``test_tar@far0.001`` and, when the test
-    dataloaders include single images (``ImageBatch``), ``test_recall@{1,2,4,8}`` and
-    ``test_map@r``. What the last evaluation scored is available to callbacks through
+    dataloaders include single images (``ImageBatch``), ``test_all_*``, ``test_recall@{1,2,4,8}``
+    and ``test_map@r``; foreign images give ``foreign_auroc``, ``foreign_auroc_se``, ``foreign_acc``,
+    ``foreign_map@r`` and ``foreign_recall@1`` at every validation and test. What the last evaluation scored is available to callbacks through
     ``evaluated_pairs(split)`` and ``evaluated_images()``.
 
     Speed options (the results stay the same): ``compile`` runs the embedding through
@@ -101,6 +120,8 @@ class SiameseModule(pl.LightningModule):
         threshold_far: float | None = None,
         warmup_steps: int = 0,
         loss_lr: float | None = None,
+        calibrate_on: str = "all",
+        probe_epochs: int = 0,
     ) -> None:
         super().__init__()
         warmup_steps = as_number(warmup_steps, "model.warmup_steps", int)
@@ -112,6 +133,11 @@ class SiameseModule(pl.LightningModule):
                 raise UserError(f"model.threshold_far must be between 0 and 1 (a false accept rate), got {threshold_far}")
             if threshold is not None:
                 raise UserError("model.threshold fixes the threshold and model.threshold_far calibrates it: set only one")
+        if calibrate_on not in CALIBRATION_PAIRS:
+            raise UserError(f"model.calibrate_on must be one of: {', '.join(CALIBRATION_PAIRS)}; got {calibrate_on!r}")
+        probe_epochs = as_number(probe_epochs, "model.probe_epochs", int)
+        if probe_epochs < 0:
+            raise UserError(f"model.probe_epochs must be 0 (fine-tune from the start) or more, got {probe_epochs}")
         self.save_hyperparameters(logger=False, ignore=["network", "loss", "optimizer", "scheduler"])
         self.network = network
         self.loss = loss
@@ -127,9 +153,13 @@ class SiameseModule(pl.LightningModule):
         self.pair_scores = nn.ModuleDict(
             {split: Collector(["distance", "same", "position"]) for split in ("val", "test")}
         )
-        self.test_embeddings = Collector(["embedding", "label", "position"])
+        self.image_sets = nn.ModuleDict({name: Collector(["embedding", "label", "position"]) for name in IMAGE_SETS})
         self._scores: dict[str, PairScores] = {}
         self._test_images: ImageEmbeddings | None = None
+        self.calibrate_on = calibrate_on
+        self.probe_epochs = probe_epochs
+        # the trunk's trainable parameters, frozen while a linear probe trains the head alone
+        self.trunk_parameters = [p for p in network.backbone.parameters() if p.requires_grad]
         # The Hydra config of the run, saved into checkpoints so that they can be evaluated alone.
         self.run_config: dict[str, Any] | None = None
         self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
@@ -192,14 +222,27 @@ class SiameseModule(pl.LightningModule):
         distance = self(batch.images_a, batch.images_b)
         self.pair_scores[split].update(distance=distance, same=batch.same, position=batch.position)
 
-    def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
-        self._pair_step("val", batch)
-
-    def test_step(self, batch: PairBatch | ImageBatch, batch_idx: int, dataloader_idx: int = PAIRS) -> None:
-        if dataloader_idx == PAIRS:
-            self._pair_step("test", batch)
+    def _evaluation_step(self, split: str, batch: PairBatch | ImageBatch | ForeignBatch) -> None:
+        if isinstance(batch, PairBatch):
+            self._pair_step(split, batch)
+        elif isinstance(batch, ForeignBatch):  # images, also when the split's own come as bank rows
+            self.image_sets["foreign"].update(embedding=self.embed_images(batch.images), label=batch.labels,
+                                              position=batch.position)
         else:
-            self.test_embeddings.update(embedding=self.embed(batch.images), label=batch.labels, position=batch.position)
+            self.image_sets[split].update(embedding=self.embed(batch.images), label=batch.labels,
+                                          position=batch.position)
+
+    def validation_step(self, batch: PairBatch | ImageBatch | ForeignBatch, batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        self._evaluation_step("val", batch)
+
+    def test_step(self, batch: PairBatch | ImageBatch | ForeignBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step("test", batch)
+
+    def on_train_epoch_start(self) -> None:
+        probing = self.current_epoch < self.probe_epochs
+        for parameter in self.trunk_parameters:
+            parameter.requires_grad_(not probing)
 
     def evaluated_pairs(self, split: str) -> PairScores | None:
         """The pairs the last validation ("val") or test ("test") scored, or None."""
@@ -214,23 +257,51 @@ class SiameseModule(pl.LightningModule):
         if trainer is not None and not trainer.sanity_checking:
             self.last_validation_step = trainer.global_step  # training reuses its scores for the best checkpoint
         distance, same = self._collected("val")
-        if self.calibrate_threshold and len(distance):
-            self.threshold.fill_(Verdict.calibrate(distance, same, self.threshold_far).threshold)
+        images = self._embedded("val")
+        pairs = all_pairs(*images) if images is not None else None
+        if self.calibrate_threshold:
+            if pairs is not None and self.calibrate_on == "all" and _both_kinds(pairs.same):
+                self.threshold.fill_(Verdict.calibrate(*pairs, self.threshold_far, balanced=True).threshold)
+            elif len(distance):
+                self.threshold.fill_(Verdict.calibrate(distance, same, self.threshold_far).threshold)
         self._log_pair_metrics("val", distance, same)
+        if images is not None:
+            self._log_image_set("val_all", "val", images, pairs, SET_RETRIEVAL_METRICS)
+        self._log_foreign()
 
     def on_test_epoch_end(self) -> None:
         distance, same = self._collected("test")
-        metrics = self._log_pair_metrics("test", distance, same, far_levels=FAR_LEVELS)
-        collected = self.test_embeddings.compute() if self.test_embeddings.update_count else None
-        self.test_embeddings.reset()
-        if collected is not None:
-            keep = in_order(collected["position"])
-            self._test_images = ImageEmbeddings(collected["embedding"][keep].cpu(), collected["label"][keep].cpu())
-            retrieval = retrieval_metrics(*self._test_images)
-            metrics.update(retrieval)
-            self.log_dict(
-                {f"test_{name}": value for name, value in retrieval.items()}, add_dataloader_idx=False, sync_dist=True
-            )
+        self._log_pair_metrics("test", distance, same, far_levels=FAR_LEVELS)
+        images = self._embedded("test")
+        if images is not None:
+            self._test_images = images
+            self._log_image_set("test_all", "test", images, None, RETRIEVAL_METRICS)
+        self._log_foreign()
+
+    def _embedded(self, name: str) -> ImageEmbeddings | None:
+        """The images of ``IMAGE_SETS[name]`` embedded since the last call, in order (gathered under DDP)."""
+        collector = self.image_sets[name]
+        collected = collector.compute() if collector.update_count else None
+        collector.reset()
+        if collected is None:
+            return None
+        keep = in_order(collected["position"])
+        return ImageEmbeddings(collected["embedding"][keep].float().cpu(), collected["label"][keep].cpu())
+
+    def _log_image_set(self, pair_prefix: str, retrieval_prefix: str, images: ImageEmbeddings, pairs: Pairs | None,
+                       retrieval: Sequence[str]) -> None:
+        """Log every pair's metrics (``<pair_prefix>_auroc``, ...) and retrieval metrics of embedded images."""
+        metrics = {f"{pair_prefix}_{name}": value
+                   for name, value in all_pair_metrics(*images, self.verdict, pairs).items() if name in ALL_PAIR_METRICS}
+        if len(images.labels) > len(torch.unique(images.labels)):  # some class with two images
+            found = retrieval_metrics(*images)
+            metrics.update({f"{retrieval_prefix}_{name}": found[name] for name in retrieval})
+        self.log_dict(metrics, add_dataloader_idx=False, sync_dist=True)
+
+    def _log_foreign(self) -> None:
+        images = self._embedded("foreign")
+        if images is not None:
+            self._log_image_set("foreign", "foreign", images, None, SET_RETRIEVAL_METRICS)
 
     def _collected(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         collector = self.pair_scores[split]
@@ -250,9 +321,10 @@ class SiameseModule(pl.LightningModule):
         # Every process holds the same gathered scores: syncing averages equal values.
         log = dict(add_dataloader_idx=False, sync_dist=True)
         self.log(f"{split}_loss", float(self.loss.pair_loss(distance, same)), prog_bar=True, **log)
-        if same.min() == same.max():
+        if not _both_kinds(same):
             return {}  # nothing more to score (e.g. a limited sanity check with one class of pairs)
         metrics = verification_metrics(distance, same, self.verdict, **kwargs)
+        metrics["auroc_se"] = auroc_and_se(distance, same)[1]
         for name, value in metrics.items():
             self.log(f"{split}_{name}", value, prog_bar=split == "val" and name in ("auroc", "acc"), **log)
         return metrics
