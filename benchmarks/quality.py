@@ -17,8 +17,14 @@ import yaml
 from _common import print_table
 from siamese.sweeps import job_rows, mean_std
 
-VALIDATION_COLUMNS = {"val_auroc": "val ROC-AUC", "val_acc": "val acc"}  # --validation: what a choice may rest on
+# --validation: what a choice may rest on (all pairs: every pair of the val images, with its standard error)
+VALIDATION_COLUMNS = {"val_all_auroc": "val ROC-AUC (all pairs)", "val_all_auroc_se": "val SE", "val_auroc": "val ROC-AUC",
+                      "val_acc": "val acc"}
+# --foreign: the photos from elsewhere (data.foreign), every pair among them, by the tested checkpoint
+FOREIGN_COLUMNS = {"foreign_auroc": "foreign ROC-AUC", "foreign_map@r": "foreign MAP@R"}
 COLUMNS = {
+    "test_all_auroc": "test ROC-AUC (all pairs)",
+    "test_all_auroc_se": "test SE",
     "test_auroc": "test ROC-AUC",
     "test_acc": "acc (calibrated thr)",
     "test_acc@0.5": "acc @ 0.5",
@@ -26,8 +32,6 @@ COLUMNS = {
     "test_recall@1": "Recall@1",
     "test_map@r": "MAP@R",
     "test_gallery_classes": "classes",  # the gallery Recall@1 and MAP@R search: few classes flatter them
-    "epochs_trained": "epochs",
-    "fit_seconds": "fit s",
 }
 
 
@@ -35,8 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", metavar="LABEL=SWEEP_DIR")
     parser.add_argument("--validation", action="store_true", help="also the validation ROC-AUC and accuracy")
+    parser.add_argument("--foreign", action="store_true", help="also the foreign photos' ROC-AUC and MAP@R")
     args = parser.parse_args()
     columns = {**(VALIDATION_COLUMNS if args.validation else {}), **COLUMNS}
+    if args.foreign:
+        columns.update(FOREIGN_COLUMNS)
+    columns = {**columns, "best_epoch": "kept epoch", "epochs_trained": "epochs", "fit_seconds": "fit s"}
     rows = []
     for entry in args.sweeps:
         label, _, sweep = entry.partition("=")
@@ -62,7 +70,7 @@ def main() -> None:
                     row[name] = f"{values[0]:.0f}"  # a property of the split: the same for every seed
                 elif values:
                     mean, std = mean_std(values)
-                    digits = 0 if key in ("fit_seconds", "epochs_trained", "test_gallery_classes") else 3
+                    digits = 0 if key in ("fit_seconds", "epochs_trained", "best_epoch", "test_gallery_classes") else 3
                     row[name] = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
             rows.append(row)
     print_table("Test metrics, mean ± sample std over seeds", rows, ["recipe", "split", "seeds", *columns.values()])

@@ -90,7 +90,7 @@ def test_lite0_ema_auroc_is_lite0_batch_pairs_plus_the_average_and_the_auroc_che
     offline = ["backbone.pretrained=false"]
     best = compose_train(["experiment=lite0_ema_auroc", *offline], tmp_path)
     base = compose_train(["experiment=lite0_batch_pairs", *offline], tmp_path)
-    assert (best.callbacks.model_checkpoint.monitor, best.callbacks.model_checkpoint.mode) == ("val_auroc", "max")
+    assert (best.callbacks.model_checkpoint.monitor, best.callbacks.model_checkpoint.mode) == ("val_all_auroc", "max")
     assert best.callbacks.early_stopping.monitor == "val_loss"  # stopping stays on the loss
     averaging = [c for c in instantiate_group(best.callbacks) if isinstance(c, AveragedWeights)]
     assert len(averaging) == 1 and best.callbacks.ema.decay == 0.99

@@ -89,12 +89,12 @@ def test_the_summary_ranks_a_margin_sweep_by_roc_auc_not_by_loss(tmp_path):
     from siamese.sweeps import SweepSummary
 
     # a smaller margin shrinks val_loss whatever the model's quality
-    fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_auroc": 0.80})
-    fake_job(tmp_path, "1_margin=2.0", ["margin=2.0"], {"val_loss": 0.339, "val_auroc": 0.90})
+    fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_all_auroc": 0.80})
+    fake_job(tmp_path, "1_margin=2.0", ["margin=2.0"], {"val_loss": 0.339, "val_all_auroc": 0.90})
     SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}},
                                                      "optimized_metric": "val_loss"}))
     summary = (tmp_path / "summary.md").read_text().splitlines()
-    assert summary[0] == f"# Sweep {tmp_path.name}: ranked by `val_auroc` (higher is better)"
+    assert summary[0] == f"# Sweep {tmp_path.name}: ranked by `val_all_auroc` (higher is better)"
     rows = [line for line in summary if line.startswith("| 0_") or line.startswith("| 1_")]
     assert rows[0].startswith("| 1_margin=2.0")
 
@@ -171,4 +171,4 @@ def test_the_lite0_search_narrows_the_optuna_search_and_keeps_its_study_settings
     assert set(sweeper.params) == {"margin", "model.optimizer.lr", "model.backbone_lr", "model.network.embedding_dim",
                                    "backbone.trainable_fraction", "batch_size"}
     assert sweeper.direction == "maximize" and sweeper.storage == "sqlite:///outputs/s.optuna.db"
-    assert cfg.backbone.name == "tf_efficientnet_lite0" and cfg.optimized_metric == "val_auroc"
+    assert cfg.backbone.name == "tf_efficientnet_lite0" and cfg.optimized_metric == "val_all_auroc"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Real photos (issue 29): Flowers102 at 160 px on the shorter side with each photo's own shape
+# (../shared/data160, centre-cropped by data.resize=crop), every run also scored on 600 photos of five
+# flowers from another collection (../shared/flower_photos, data.foreign: measured every epoch and at
+# the end, never used to choose). Validation (every pair of the val images) chooses; then the table
+# (benchmarks/quality.py). Run from the project root, alone on the machine. A run folder that has its
+# metrics.json (a sweep: its summary.md) is not run again, so a stopped script continues.
+#   bash benchmarks/photos.sh levers [output folder, default outputs/photos] [lever names, default all]
+#     lite0_ema_auroc, then one lever at a time: stratified, seed 1 (7-12 minutes a run at 128 px)
+#   bash benchmarks/photos.sh results [output folder]
+#     experiment=photos, 3 seeds x stratified/official/unseen_classes (about 90 minutes)
+set -euo pipefail
+mode=${1:-levers}
+out=${2:-outputs/photos}
+only=${*:3}
+offline=(data.root=../shared/data160 data.download=false data.foreign=../shared/flower_photos
+         backbone.weights_path=weights/tf_efficientnet_lite0.pth trainer.enable_progress_bar=false)
+[ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
+
+if [ "$mode" = levers ]; then
+  run() {  # name, overrides...
+    local name=$1; shift
+    if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then return; fi
+    if [ ! -f "$out/levers/$name/metrics.json" ]; then
+      python src/train.py experiment=lite0_ema_auroc image_size=128 data.split=stratified seed=1 "${offline[@]}" "$@" \
+        hydra.run.dir="$out/levers/$name" > /dev/null
+    fi
+  }
+  run lite0_ema_auroc
+  run image_160 image_size=160
+  run probe_2_epochs model.probe_epochs=2
+  run fewer_blocks backbone.trainable_fraction=0.1
+  run trunk_lr_3e-5 model.backbone_lr=3e-5
+  labels=()
+  for run_dir in "$out"/levers/*/; do
+    [ -f "$run_dir/metrics.json" ] && labels+=("$(basename "$run_dir")=$run_dir")
+  done
+  python benchmarks/quality.py --validation --foreign "${labels[@]}"
+elif [ "$mode" = results ]; then
+  if [ ! -f "$out/photos/summary.md" ]; then
+    python src/train.py -m experiment=photos data.split=stratified,official,unseen_classes seed=1,2,3 "${offline[@]}" \
+      hydra.sweep.dir="$out/photos" > /dev/null
+  fi
+  python benchmarks/quality.py --foreign photos="$out/photos"
+else
+  echo "usage: bash benchmarks/photos.sh levers|results [output folder] [lever names]" >&2
+  exit 2
+fi
