@@ -146,3 +146,13 @@ def test_the_python_defaults_are_the_yaml_defaults(source):
                  if key in parameters and parameters[key].default is not inspect.Parameter.empty
                  and parameters[key].default != value}
     assert differing == {}, f"{source}: yaml value vs python default"
+
+
+def test_the_photos_recipe_is_the_best_recipe_at_128_px_on_photos_that_keep_their_shape(tmp_path):
+    from omegaconf import OmegaConf
+
+    offline = ["backbone.pretrained=false"]
+    photos = compose_train(["experiment=photos", *offline], tmp_path)
+    best = compose_train(["experiment=lite0_ema_auroc", "image_size=128", *offline], tmp_path)
+    assert OmegaConf.to_container(photos, resolve=True) == OmegaConf.to_container(best, resolve=True)
+    assert photos.data.resize == "crop" and photos.callbacks.model_checkpoint.monitor == "val_all_auroc"

@@ -50,7 +50,7 @@ def test_frozen_feature_cache_refuses_augmentation(tiny_flowers, tmp_path):
         instantiate(cfg.data)
     assert str(find_user_error(raised.value)) == (
         "model.cache_frozen_features=true computes each image's features once, but data.augmentation=tutorial changes "
-        "the images every epoch; set data.augmentation=none or flip, or model.cache_frozen_features=false")
+        "the images every epoch; set data.augmentation=none, flip or crops, or model.cache_frozen_features=false")
 
 
 def test_a_cached_module_with_image_batches_says_what_to_set(tiny_flowers, tmp_path):
@@ -81,3 +81,31 @@ def test_cached_flips_follow_the_flips_of_the_uncached_path(tiny_flowers, tmp_pa
     # the rows name the pair's images: the same catalog indices as the pairs themselves
     first = cached_data.pairs("train")[: len(cached_batch[0])]
     assert (cached_batch[0] % len(cached_data.catalog)).tolist() == [a for a, _, _ in first]
+
+
+def test_cached_crops_are_fixed_crops_of_each_image_and_training_draws_among_them(tiny_flowers, tmp_path):
+    cfg = compose_train([*tiny_overrides(tiny_flowers), "data.augmentation=crops", "model.cache_frozen_features=true",
+                         "data.cached_views=3"], tmp_path)
+    cached, data = instantiate(cfg.model), instantiate(cfg.data)
+    validate(cached, data)  # fills the cache: every image, mirrored, and its 3 crops
+    n, bank = len(data.catalog), cached.feature_cache.bank
+    assert len(bank) == 5 * n
+    index = int(data.splits["train"][0])
+    image = data.transforms["eval"](data.images[index])
+    network = cached.network
+    with torch.no_grad():
+        for view in (2, 4):  # view 2 + k: the front's features of the same crop of the image, every time
+            crop = data._crop_view(image, index, view)
+            assert torch.equal(crop, data._crop_view(image, index, view)) and not torch.equal(crop, image)
+            expected = network.backbone.front()(network.to_layout(crop[None]))[0]
+            assert torch.allclose(bank[index + view * n], expected, atol=1e-5)
+    assert not torch.allclose(bank[index + 2 * n], bank[index + 3 * n])
+    train_rows = torch.cat(next(iter(data.train_dataloader()))[:2])
+    assert ((train_rows >= 2 * n) & (train_rows < 5 * n)).all()  # training: one of the crops of each image
+    assert len(set((train_rows // n).tolist())) > 1
+    val_rows = torch.cat(next(iter(data.pair_dataloader("val")))[:2])
+    assert (val_rows < n).all()  # evaluation: the images themselves
+    refused = compose_train([*tiny_overrides(tiny_flowers), "data.cached_views=0"], tmp_path)
+    with pytest.raises(Exception) as raised:
+        instantiate(refused.data)
+    assert str(find_user_error(raised.value)) == "data.cached_views must be at least 1, got 0"

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from siamese.data.feature_rows import FeatureImages, FeatureRowSource
+from siamese.data.feature_rows import FIRST_CROP, MIRRORED, PLAIN, FeatureImages, FeatureRowSource
 from siamese.errors import UserError
 
 
@@ -59,16 +59,26 @@ class FeatureCache:
         to_model_format: Callable[[torch.Tensor], torch.Tensor],
         mirrored: bool,
     ) -> None:
-        """Run every image through ``front`` (in eval mode), and its mirror image too when ``mirrored``."""
+        """Run every image through ``front`` (in eval mode), its mirror image too when ``mirrored`` (always
+        for ``crops``), and for ``crops`` its cached crop views."""
         was_training = front.training
         front.eval()  # frozen blocks: nothing in them may depend on the mode (e.g. stochastic depth)
-        views = 2 if mirrored else 1
+        crops = images.cached_views if images.augmentation == "crops" else 0
+        views = FIRST_CROP + crops if crops else (2 if mirrored else 1)
         bank = None
         for batch in tqdm(images.loader, desc="caching frozen features", unit="batch", leave=False, disable=None):
             pictures = batch.images.to(device)
-            indices = torch.as_tensor(images.indices[batch.position.numpy()], device=device)
+            catalog_indices = images.indices[batch.position.numpy()]
+            indices = torch.as_tensor(catalog_indices, device=device)
             for view in range(views):
-                features = front(to_model_format(pictures if view == 0 else pictures.flip(-1)))
+                if view == PLAIN:
+                    inputs = pictures
+                elif view == MIRRORED:
+                    inputs = pictures.flip(-1)
+                else:
+                    inputs = torch.stack([images.crop(picture, int(index), view)
+                                          for picture, index in zip(pictures, catalog_indices)])
+                features = front(to_model_format(inputs))
                 if bank is None:
                     bank = features.new_zeros((views * images.catalog_size, *features.shape[1:]))
                 bank[indices + view * images.catalog_size] = features
@@ -80,9 +90,9 @@ class FeatureCache:
         return self.bank[rows]
 
     def mirrored(self, rows: torch.Tensor) -> torch.Tensor:
-        """The rows of the same images mirrored (and back)."""
+        """The rows of the same images mirrored (evaluation's rows are plain images)."""
         assert self.bank is not None, "build() first"
-        return (rows + self.catalog_size) % len(self.bank)
+        return rows + self.catalog_size
 
 
 class FrozenFeatureCache(pl.Callback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -12,15 +13,16 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
-from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row
+from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row, training_view
 from siamese.data.io import image_problem
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_image_folder, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
-from siamese.data.transforms import Preprocessing, augment_transform, mirror_draw
+from siamese.data.transforms import AUGMENTATIONS, Preprocessing, augment_transform
 from siamese.errors import UserError, as_number, check
 from siamese.files import atomic_write
 from siamese.verdict import Verdict
@@ -35,18 +37,19 @@ class PairDataset(Dataset):
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
     With ``yield_rows``, feature-bank rows (``siamese.data.feature_rows.bank_row``) stand in for the
-    images: mirrored when ``flips`` and the flip transform, with the same random draw, would have
-    mirrored the image.
+    images, in the view ``draw_view()`` draws (the unaugmented image by default; training: mirrored
+    when the flip transform, with the same random draw, would have mirrored it, or a cached crop).
     """
 
     def __init__(
-        self, images: Dataset, labels: np.ndarray, transform: Callable, yield_rows: bool = False, flips: bool = False
+        self, images: Dataset, labels: np.ndarray, transform: Callable, yield_rows: bool = False,
+        draw_view: Callable[[], int] = lambda: 0,
     ) -> None:
         self.images = images
         self.labels = labels
         self.transform = transform
         self.yield_rows = yield_rows
-        self.flips = flips
+        self.draw_view = draw_view
 
     def __getitem__(self, key: PairKey | tuple[int, ...]) -> PairBatch:
         key = PairKey(*key)
@@ -61,7 +64,7 @@ class PairDataset(Dataset):
                          int(self.labels[key.index_a]), int(self.labels[key.index_b]))
 
     def _bank_row(self, index: int) -> int:
-        return bank_row(index, len(self.labels), mirrored=self.flips and mirror_draw())
+        return bank_row(index, len(self.labels), self.draw_view())
 
 
 class ImageDataset(Dataset):
@@ -124,8 +127,8 @@ class PairDataModule(pl.LightningDataModule):
     ``resize`` and ``crop_pct`` say how a photo becomes ``image_size`` square (``Preprocessing``:
     ``crop`` keeps its shape and takes the centre, ``squash`` does not keep it).
     With ``feature_rows`` the dataloaders yield feature-bank rows instead of images, for the
-    frozen-feature cache (``siamese.data.feature_rows``), which follows only ``none`` and
-    ``flip`` augmentation.
+    frozen-feature cache (``siamese.data.feature_rows``), which follows only ``none``, ``flip``
+    and ``crops`` augmentation (``cached_views`` crops of every image, drawn once).
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class PairDataModule(pl.LightningDataModule):
         crop_pct: float = 1.0,
         val_all_pairs: bool = True,
         foreign: str | None = None,
+        cached_views: int = 8,
     ) -> None:
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
@@ -195,7 +199,7 @@ class PairDataModule(pl.LightningDataModule):
         check(
             not feature_rows or augmentation in CACHEABLE_AUGMENTATIONS,
             f"model.cache_frozen_features=true computes each image's features once, but data.augmentation="
-            f"{augmentation} changes the images every epoch; set data.augmentation=none or flip, or "
+            f"{augmentation} changes the images every epoch; set data.augmentation=none, flip or crops, or "
             "model.cache_frozen_features=false",
         )
         self.root = root
@@ -229,6 +233,11 @@ class PairDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = int(prefetch_factor)
         self.feature_rows = bool(feature_rows)
+        cached_views = as_number(cached_views, "data.cached_views", int)
+        check(cached_views >= 1, f"data.cached_views must be at least 1, got {cached_views}")
+        self.cached_views = cached_views
+        # a crop view of a normalised image (resampling commutes with the per-channel normalisation)
+        self.crop_transform = v2.Compose(AUGMENTATIONS["crops"](self.image_size))
         self.images: Dataset | None = None
         self.seed = int(seed)
         self.catalog: ImageCatalog | None = None
@@ -339,8 +348,9 @@ class PairDataModule(pl.LightningDataModule):
         """A split's pairs (``PairBatch``): augmented and redrawn every epoch for "train", fixed otherwise."""
         assert self.catalog is not None, "call setup() first"
         transform = self.transforms["train" if split == "train" else "eval"]
-        flips = split == "train" and self.augmentation == "flip"
-        dataset = PairDataset(self.images, self.catalog.labels, transform, self.feature_rows, flips)
+        augmentation, views = (self.augmentation, self.cached_views) if split == "train" else ("none", 0)
+        dataset = PairDataset(self.images, self.catalog.labels, transform, self.feature_rows,
+                              functools.partial(training_view, augmentation, views))
         return self._loader(dataset, sampler=self.samplers[split])
 
     def _loader(self, dataset: Dataset, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
@@ -374,7 +384,14 @@ class PairDataModule(pl.LightningDataModule):
         """Every image some split uses, unaugmented, for the frozen-feature cache."""
         assert self.catalog is not None, "call setup() first"
         used = self.used_indices()
-        return FeatureImages(self.image_dataloader(used, yield_rows=False), used, len(self.catalog), self.augmentation)
+        return FeatureImages(self.image_dataloader(used, yield_rows=False), used, len(self.catalog), self.augmentation,
+                             self.cached_views, self._crop_view)
+
+    def _crop_view(self, image: torch.Tensor, index: int, view: int) -> torch.Tensor:
+        """View ``view`` of catalog image ``index`` (normalised, unaugmented): the same random crop every time."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, index, view)) % 2**63)
+            return self.crop_transform(image)
 
     def train_dataloader(self) -> DataLoader:
         return self.pair_dataloader("train")

@@ -1,0 +1,24 @@
+"""WiSE-FT: ``python src/wise.py ckpt_path=outputs/<run>/checkpoints/<best>.ckpt``."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from siamese.config import register_resolvers
+from siamese.entry import report_user_errors
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="wise")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from siamese.wise import wise_checkpoints
+
+    wise_checkpoints(cfg, HydraConfig.get().overrides.task)
+
+
+if __name__ == "__main__":
+    main()
