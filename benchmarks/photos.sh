@@ -6,9 +6,10 @@
 # (benchmarks/quality.py). Run from the project root, alone on the machine. A run folder that has its
 # metrics.json (a sweep: its summary.md) is not run again, so a stopped script continues.
 #   bash benchmarks/photos.sh levers [output folder, default outputs/photos] [lever names, default all]
-#     lite0_ema_auroc, then one lever at a time: stratified, seed 1 (7-12 minutes a run at 128 px)
+#     lite0_ema_auroc, then one lever at a time: stratified, seed 1 (15-20 minutes a run at 128 px; crops_uncached
+#     about three times that), and WiSE-FT mixes of the first run's checkpoint (wise.txt: their validation table)
 #   bash benchmarks/photos.sh results [output folder]
-#     experiment=photos, 3 seeds x stratified/official/unseen_classes (about 90 minutes)
+#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about three hours)
 set -euo pipefail
 mode=${1:-levers}
 out=${2:-outputs/photos}
@@ -31,6 +32,14 @@ if [ "$mode" = levers ]; then
   run probe_2_epochs model.probe_epochs=2
   run fewer_blocks backbone.trainable_fraction=0.1
   run trunk_lr_3e-5 model.backbone_lr=3e-5
+  run crops_8_views data.augmentation=crops data.cached_views=8
+  run crops_uncached data.augmentation=crops model.cache_frozen_features=false
+  # WiSE-FT on the first run's kept checkpoint: trunk mixes, each validated (validation chooses alpha)
+  if { [ -z "$only" ] || [[ " $only " == *" wise "* ]]; } && [ ! -f "$out/levers/wise/metrics.json" ]; then
+    best=$(python -c "import json; print(json.load(open('$out/levers/lite0_ema_auroc/metrics.json'))['best_checkpoint'])")
+    python src/wise.py ckpt_path="$best" alphas=[0.25,0.5,0.75,1.0] hydra.run.dir="$out/levers/wise" \
+      > "$out/levers/wise.txt"
+  fi
   labels=()
   for run_dir in "$out"/levers/*/; do
     [ -f "$run_dir/metrics.json" ] && labels+=("$(basename "$run_dir")=$run_dir")

@@ -148,11 +148,11 @@ def test_the_python_defaults_are_the_yaml_defaults(source):
     assert differing == {}, f"{source}: yaml value vs python default"
 
 
-def test_the_photos_recipe_is_the_best_recipe_at_128_px_on_photos_that_keep_their_shape(tmp_path):
+def test_the_photos_recipe_is_the_best_recipe_at_160_px_on_photos_that_keep_their_shape(tmp_path):
     from omegaconf import OmegaConf
 
     offline = ["backbone.pretrained=false"]
     photos = compose_train(["experiment=photos", *offline], tmp_path)
-    best = compose_train(["experiment=lite0_ema_auroc", "image_size=128", *offline], tmp_path)
+    best = compose_train(["experiment=lite0_ema_auroc", "image_size=160", *offline], tmp_path)
     assert OmegaConf.to_container(photos, resolve=True) == OmegaConf.to_container(best, resolve=True)
     assert photos.data.resize == "crop" and photos.callbacks.model_checkpoint.monitor == "val_all_auroc"

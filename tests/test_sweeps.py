@@ -99,6 +99,15 @@ def test_the_summary_ranks_a_margin_sweep_by_roc_auc_not_by_loss(tmp_path):
     assert rows[0].startswith("| 1_margin=2.0")
 
 
+def test_a_sweep_from_before_all_pairs_is_ranked_by_the_sampled_pairs_roc_auc(tmp_path):
+    from siamese.sweeps import summarize
+
+    fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_auroc": 0.80})
+    fake_job(tmp_path, "1_margin=2.0", ["margin=2.0"], {"val_loss": 0.339, "val_auroc": 0.90})
+    assert [row["job"] for row in summarize(tmp_path)] == ["1_margin=2.0", "0_margin=0.5"]
+    assert "ranked by `val_auroc`" in (tmp_path / "summary.md").read_text().splitlines()[0]
+
+
 def test_long_job_names_are_cut_but_stay_unique():
     short = job_dirname("margin=0.5,data.root=../x")
     assert short == "margin=0.5,data.root=.._x"

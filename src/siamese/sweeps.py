@@ -55,6 +55,8 @@ def summarize(sweep_dir: str | Path, optimized_metric: str = RANKING_METRIC) -> 
     rows = job_rows(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no job folders (with .hydra/overrides.yaml) in {sweep_dir}")
+    if optimized_metric == RANKING_METRIC and not any(RANKING_METRIC in row for row in rows):
+        optimized_metric = "val_auroc"  # a sweep from before every pair of the val images was scored
     sign = 1 if lower_is_better(optimized_metric) else -1
 
     def order(row: dict[str, Any]) -> tuple:

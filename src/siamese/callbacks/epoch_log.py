@@ -33,7 +33,7 @@ def collapsed(distance: torch.Tensor) -> bool:
 
 class EpochLog(pl.Callback):
     """At the end of every training epoch, log ``epoch E: train_loss ..., val_loss ..., val_auroc ...,
-    val_acc ..., N s`` (into ``train.log`` and the terminal), and warn when the validation
+    val_acc ..., [val_all_auroc ..., foreign_auroc ...,] N s`` (into ``train.log`` and the terminal), and warn when the validation
     distances have collapsed (:func:`collapsed`), naming the likely fixes; the line then ends in
     ``[COLLAPSED]``.
 
@@ -41,7 +41,7 @@ class EpochLog(pl.Callback):
     (``evaluated_pairs(pl_module, "val")``: distances and labels).
     """
 
-    METRICS = ("train_loss", "val_loss", "val_auroc", "val_acc")
+    METRICS = ("train_loss", "val_loss", "val_auroc", "val_acc", "val_all_auroc", "foreign_auroc")  # those logged
 
     def __init__(self) -> None:
         self.started = time.monotonic()
