@@ -8,9 +8,8 @@ catalog, building caches), "epoch s" the mean of the two epochs.
 
     python benchmarks/epoch.py
     python benchmarks/epoch.py --splits official --image-size 224
-    python benchmarks/epoch.py --root ../shared/data160 --splits stratified --variants "crops (uncached)" \
-        "frozen-feature cache" "crops, 4 cached views" "crops, 8 cached views" \
-        experiment=photos backbone.weights_path=weights/tf_efficientnet_lite0.pth
+    python benchmarks/epoch.py experiment=photos backbone.weights_path=weights/tf_efficientnet_lite0.pth \
+        --root ../shared/data160 --splits stratified --epochs 1 --variants "crops (uncached)" "crops, 8 cached views"
 """
 
 from __future__ import annotations

@@ -10,14 +10,12 @@ from siamese.checkpoints import load_checkpoint, load_for_use
 from siamese.wise import mixed_state
 
 
-def test_a_mix_interpolates_the_trunk_and_keeps_the_rest():
-    tuned = {"network.backbone.trunk.w": torch.tensor([1.0, 3.0]), "network.head.weight": torch.tensor([5.0]),
-             "network.backbone.trunk.bn.num_batches_tracked": torch.tensor(7)}
-    pretrained = {"network.backbone.trunk.w": torch.tensor([0.0, 1.0]),
-                  "network.backbone.trunk.bn.num_batches_tracked": torch.tensor(0)}
+def test_a_mix_interpolates_the_trunk_and_keeps_batch_counts():
+    tuned = {"trunk.w": torch.tensor([1.0, 3.0]), "trunk.bn.num_batches_tracked": torch.tensor(7)}
+    pretrained = {"trunk.w": torch.tensor([0.0, 1.0]), "trunk.bn.num_batches_tracked": torch.tensor(0)}
     mixed = mixed_state(tuned, pretrained, 0.25)
-    assert mixed["network.backbone.trunk.w"].tolist() == [0.25, 1.5]  # 0.75 * pretrained + 0.25 * tuned
-    assert mixed["network.head.weight"].tolist() == [5.0] and int(mixed["network.backbone.trunk.bn.num_batches_tracked"]) == 7
+    assert mixed["trunk.w"].tolist() == [0.25, 1.5]  # 0.75 * pretrained + 0.25 * tuned
+    assert int(mixed["trunk.bn.num_batches_tracked"]) == 7
 
 
 def test_wise_validates_every_mix_and_alpha_1_is_the_checkpoint(trained_run, checkpoint, tmp_path):
@@ -31,7 +29,13 @@ def test_wise_validates_every_mix_and_alpha_1_is_the_checkpoint(trained_run, che
         assert mixes[1.0][name] == pytest.approx(trained[name], abs=1e-6), name
     trunks = {alpha: load_checkpoint(tmp_path / f"wise_{alpha:g}.ckpt")["state_dict"] for alpha in (0, 0.5, 1)}
     name = next(k for k in trunks[1] if k.startswith("network.backbone.") and k.endswith("conv1.weight"))
+    assert not torch.allclose(trunks[0][name], trunks[1][name])  # the pretrained trunk is another
     assert torch.allclose(trunks[0.5][name], (trunks[0][name] + trunks[1][name]) / 2, atol=1e-6)
+    # the module holds its embedder under two names: every copy of the trunk in the file is the mix
+    for key, value in trunks[0.5].items():
+        if key.startswith("embed_images."):
+            assert torch.equal(value, trunks[0.5]["network." + key.removeprefix("embed_images.")]), key
+    assert mixes[0.0]["val_all_auroc"] != mixes[1.0]["val_all_auroc"]
     assert torch.equal(trunks[0.5]["network.head.weight"], trunks[1]["network.head.weight"])
     mix = load_for_use(tmp_path / "wise_0.5.ckpt")  # a checkpoint like any other, with its own threshold
     assert mix.verdict.threshold == pytest.approx(mixes[0.5]["val_threshold"], abs=1e-6)

@@ -2,7 +2,7 @@
 
 A few hundred sampled pairs tell epochs apart worse than their differences (the standard error of
 a ROC-AUC on 612 pairs is about 0.007). Embedding each image once gives every pair among them for
-the cost of a distance matrix: 816 validation images hold 332,520 pairs.
+the cost of a distance matrix: the 818 validation images of a stratified split hold 334,153 pairs.
 
 Pairs that share an image are not independent, so the standard error of their ROC-AUC is the
 leave-one-image-out jackknife's (each image's removal takes all its pairs with it). For pairs

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from siamese.checkpoints import EMBEDDER_PREFIX, check_fits, config_with_overrides, load_checkpoint
+from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.evaluation import EVAL_KEYS, evaluation_trainer
@@ -23,19 +23,13 @@ log = logging.getLogger(__name__)
 
 WISE_KEYS = (*EVAL_KEYS, "alphas")
 SHOWN = ("val_all_auroc", "val_all_auroc_se", "val_auroc", "val_acc", "val_threshold", "foreign_auroc", "foreign_map@r")
-TRUNK_PREFIX = f"{EMBEDDER_PREFIX}backbone."
 
 
 def mixed_state(tuned: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], alpha: float) -> dict:
-    """``tuned`` with every floating-point trunk tensor replaced by ``(1 - alpha) * pretrained + alpha * tuned``;
-    ``pretrained`` is keyed like ``tuned`` (the training module's names)."""
-    mixed = {}
-    for name, value in tuned.items():
-        if name in pretrained and value.is_floating_point():
-            mixed[name] = torch.lerp(pretrained[name].to(value.dtype), value, alpha)
-        else:
-            mixed[name] = value
-    return mixed
+    """A trunk's state: every floating-point tensor ``(1 - alpha) * pretrained + alpha * tuned``, the
+    others (BatchNorm's batch counts) ``tuned``'s."""
+    return {name: torch.lerp(pretrained[name].to(value.dtype), value, alpha) if value.is_floating_point() else value
+            for name, value in tuned.items()}
 
 
 def check_alphas(alphas: Any) -> list[float]:
@@ -61,11 +55,14 @@ def wise_checkpoints(cfg: DictConfig, overrides: Iterable[str]) -> list[dict[str
     run_dir.mkdir(parents=True, exist_ok=True)
     module: SiameseModule = instantiate(merged.model)  # its backbone holds the pretrained weights now
     check_fits(module, checkpoint)
-    pretrained = {f"{TRUNK_PREFIX}{k}": v.clone() for k, v in module.network.backbone.state_dict().items()}
+    trunk = module.network.backbone  # holds the pretrained weights now; the module shares it under two names
+    pretrained = {name: value.clone() for name, value in trunk.state_dict().items()}
+    module.load_state_dict(checkpoint["state_dict"])
+    tuned = {name: value.clone() for name, value in trunk.state_dict().items()}
     datamodule = instantiate(merged.data)
     rows = []
     for alpha in alphas:
-        module.load_state_dict(mixed_state(checkpoint["state_dict"], pretrained, alpha))
+        trunk.load_state_dict(mixed_state(tuned, pretrained, alpha))
         trainer = evaluation_trainer(merged, run_dir / f"alpha_{alpha:g}", cfg.accelerator)
         with stop_on_signals("before every mix was validated"):
             results = trainer.validate(module, datamodule=datamodule, verbose=False)
