@@ -33,7 +33,8 @@ def mixed_state(tuned: dict[str, torch.Tensor], pretrained: dict[str, torch.Tens
 
 
 def check_alphas(alphas: Any) -> list[float]:
-    values = [as_number(a, "alphas") for a in (alphas if isinstance(alphas, Iterable) else [alphas])]
+    listed = isinstance(alphas, Iterable) and not isinstance(alphas, str)
+    values = [as_number(a, "alphas") for a in (alphas if listed else [alphas])]
     if not values or any(not 0.0 <= a <= 1.0 for a in values):
         raise UserError(f"alphas must be a list of numbers between 0 (pretrained trunk) and 1 (fine-tuned), got {alphas}")
     return values
