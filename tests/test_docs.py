@@ -17,7 +17,7 @@ RUNNABLE = re.compile(r"<!-- runnable -->\s*```(?:bash|sh)\n(.*?)```", re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # The config each entry script composes (its @hydra.main config_name).
 SCRIPT_CONFIGS = {"train": "train", "eval": "eval", "verify": "verify", "index": "index", "search": "search",
-                  "export": "export", "app": "app", "wise": "wise"}
+                  "export": "export", "app": "app", "wise": "wise", "serve": "serve"}
 
 
 def runnable_commands() -> list[tuple[str, str]]:

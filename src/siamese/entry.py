@@ -42,9 +42,26 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", message="Using `DistributedSampler` with the dataloaders", module="pytorch_lightning"
     )
+    # Lightning 2.6 calls a pytree check that torch deprecated, once a predict run.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _QuietLightning) for f in logger.filters):
         logger.addFilter(_QuietLightning())
+
+
+@contextlib.contextmanager
+def lightning_info_hidden():
+    """Lightning's info lines (the hardware, the DDP setup) left out, for commands whose own lines
+    are all the user needs (``index.py``); warnings still show."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class Stopped(Exception):

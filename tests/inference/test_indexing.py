@@ -10,6 +10,7 @@ from PIL import Image
 
 from siamese.entry import Stopped, report_user_errors
 from siamese.inference.embedding import embed_files
+from siamese.inference.prediction import predict_files
 from siamese.inference.gallery import Gallery
 
 
@@ -69,13 +70,13 @@ def test_an_interrupted_index_keeps_its_work_and_continues(checkpoint, photos, t
     for k in range(6):
         (photos / "rose" / "extra" / f"{k}.jpg").write_bytes((photos / "rose" / "0.jpg").read_bytes())
 
-    def stopped_after_one_batch(model, paths, batch_size, desc, on_batch):
-        def first_then_stop(start, embeddings):
+    def stopped_after_one_batch(trainer, model, paths, batch_size, desc, on_batch):
+        def first_then_stop(start, embeddings):  # as Ctrl-C's handler raises it, inside Trainer.predict
             on_batch(start, embeddings)
             raise Stopped("SIGINT")
-        return embed_files(model, paths, batch_size, desc, first_then_stop)
+        return predict_files(trainer, model, paths, batch_size, desc, first_then_stop)
 
-    monkeypatch.setattr(commands, "embed_files", stopped_after_one_batch)
+    monkeypatch.setattr(commands, "predict_files", stopped_after_one_batch)
     capsys.readouterr()  # what the first index printed
     with pytest.raises(SystemExit) as stop:
         report_user_errors(commands.build_index)(compose_config(
@@ -87,7 +88,7 @@ def test_an_interrupted_index_keeps_its_work_and_continues(checkpoint, photos, t
     assert "18 embedded images kept in" in captured.out  # 14 indexed before + the 4 of one batch
     assert out.read_bytes() == previous and (tmp_path / "g.pt.progress").is_file()
 
-    monkeypatch.setattr(commands, "embed_files", embed_files)
+    monkeypatch.setattr(commands, "predict_files", predict_files)
     commands.build_index(compose_config("index", [f"images={photos}", f"out={out}", "sync=true", "batch_size=4"]))
     printed = capsys.readouterr().out
     assert "continuing from" in printed and "added 2," in printed  # only what the stopped run had not done
@@ -119,7 +120,26 @@ def test_shards_on_several_devices_merge_into_the_one_process_index(checkpoint, 
     assert not list(tmp_path.glob("g.pt.shard-*"))
 
 
+def test_two_processes_write_the_index_of_one(checkpoint, photos, tmp_path):
+    """trainer.devices=2 trainer.strategy=ddp on CPU: two processes (gloo) embed a shard each through
+    Trainer.predict, the first merges them; the index equals the one-process index."""
+    whole = tmp_path / "whole.pt"
+    index_folder(checkpoint, photos, whole)
+    out = tmp_path / "ddp.pt"
+    result = run_script("src/index.py", f"ckpt_path={checkpoint}", f"images={photos}", f"out={out}",
+                        "trainer.devices=2", "trainer.strategy=ddp", "batch_size=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "14 images from 2 shards" in result.stdout
+    assert "embedding: 7 of 7 images" in result.stderr  # each process's progress lines
+    merged, expected = Gallery.load(out), Gallery.load(whole)
+    assert merged.paths == expected.paths and merged.labels == expected.labels
+    assert torch.allclose(merged.embeddings, expected.embeddings, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.glob("*.pt*")) == ["ddp.pt", "whole.pt"]  # no shard or progress left
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (["trainer.devices=2", "trainer.strategy=ddp", "shard=0/2"], "trainer.devices>1 splits the folder itself"),
+    (["trainer.devices=two"], "trainer.devices must be a number of devices"),
     (["shard=3/3"], "shard=3/3: I must be 0 to N-1"),
     (["shard=half"], "shard must be I/N"),
     (["merge_shards=true"], "no shards of"),

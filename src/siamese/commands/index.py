@@ -11,9 +11,10 @@ from siamese.checkpoints import load_for_use
 from siamese.entry import Stopped, stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.files import check_output_file
-from siamese.inference.embedding import embed_files
 from siamese.inference.gallery import Gallery, open_gallery
 from siamese.inference.indexing import (
+    check_images,
+    images_of,
     merge_shards,
     new_gallery,
     parse_shard,
@@ -22,6 +23,7 @@ from siamese.inference.indexing import (
     shard_files,
     sync_folder,
 )
+from siamese.inference.prediction import predict_files, predict_trainer
 
 
 def build_index(cfg: DictConfig) -> Gallery:
@@ -32,19 +34,29 @@ def build_index(cfg: DictConfig) -> Gallery:
         return _merge(Path(cfg.out))
     if cfg.images is None:
         raise UserError("give the folder to embed: images=<folder of images>")
-    out, folder = Path(cfg.out), Path(cfg.images)
+    whole, folder = Path(cfg.out), Path(cfg.images)
     batch_size = as_number(cfg.batch_size, "batch_size", int)
-    check_output_file(out)
+    check_output_file(whole)
     shard = parse_shard(cfg.shard)
+    trainer = predict_trainer(cfg.trainer, cfg.device)
+    processes = trainer.world_size
+    if processes > 1:  # every process embeds its shard, the first merges them
+        if shard != (0, 1) or cfg.sync:
+            raise UserError("trainer.devices>1 splits the folder itself into a new index: drop shard= and sync=true")
+        if whole.exists() and not cfg.overwrite:
+            raise UserError(f"index {whole} exists; overwrite=true replaces it")
+        check_images([folder / path for path in images_of(folder)], folder)  # here, in every process: one failing alone would leave the others waiting
+        shard = (trainer.global_rank, processes)
+    out = whole
     if shard != (0, 1):
         if cfg.sync:
             raise UserError("shard= builds a new index in parts; sync=true updates a whole one: use one of them")
-        out = shard_file(out, *shard)
+        out = shard_file(whole, *shard)
     saved = progress_file(out)
     if saved.is_file():
         gallery, model = open_gallery(saved, cfg.ckpt_path, cfg.device)
         print(f"continuing from {saved} ({len(gallery)} images embedded before)")
-    elif cfg.sync:
+    elif cfg.sync or (processes > 1 and out.is_file()):  # a shard an earlier run finished: kept
         gallery, model = open_gallery(out, cfg.ckpt_path, cfg.device)
     else:
         if out.exists() and not cfg.overwrite:
@@ -55,7 +67,7 @@ def build_index(cfg: DictConfig) -> Gallery:
         gallery = new_gallery(model, folder)
     try:
         with stop_on_signals():
-            counts = sync_folder(gallery, partial(embed_files, model), folder, batch_size,
+            counts = sync_folder(gallery, partial(predict_files, trainer, model), folder, batch_size,
                                  checkpoint=lambda g: g.save(saved), shard=shard)
     except Stopped:
         gallery.save(saved)
@@ -67,6 +79,10 @@ def build_index(cfg: DictConfig) -> Gallery:
         f"index {out}: {len(gallery)} images ({gallery.classes()} classes); this run added {counts.added}, re-embedded "
         f"{counts.updated} changed, dropped {counts.dropped} gone, skipped {counts.unchanged} unchanged"
     )
+    if processes > 1:
+        trainer.strategy.barrier("index shards written")
+        if trainer.global_rank == 0:
+            return _merge(whole)
     return gallery
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -15,9 +16,9 @@ from siamese.errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def read_rgb(path: Path) -> Image.Image:
-    """Open an image file as 8-bit RGB (from grayscale, palette, RGBA, CMYK or 16-bit too),
-    or raise a UserError naming the file."""
+def read_rgb(path: Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """Open an image file (or an open binary file, e.g. an upload) as 8-bit RGB (from grayscale,
+    palette, RGBA, CMYK or 16-bit too), or raise a UserError naming it (``name``, else the path)."""
     try:
         with Image.open(path) as image:
             if image.mode.startswith("I"):  # 16/32-bit integer grayscale: scale, do not clip
@@ -26,7 +27,17 @@ def read_rgb(path: Path) -> Image.Image:
                 image = Image.fromarray((pixels * 255.0 / top).round().astype(np.uint8))
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise UserError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
+        raise UserError(f"cannot read image {name or path} ({exc}); remove or replace the file") from exc
+
+
+def read_upload(source: Path | BinaryIO, name: str) -> Image.Image:
+    """An image a user uploaded (a temporary file, or its bytes) as RGB, or a UserError naming only
+    ``name``, the file the user chose (not where the upload was kept)."""
+    try:
+        return read_rgb(source)
+    except UserError:
+        raise UserError(f"{name} is not an image (or is damaged); use a JPEG, PNG, WebP or other image file") \
+            from None
 
 
 def image_problem(path: Path) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 from siamese.checkpoints import TrainedModel
-from siamese.data.io import read_rgb
+from siamese.data.io import read_rgb, read_upload
 from siamese.errors import UserError
 from siamese.inference.embedding import embed_files, pair_distances, preprocess
 from siamese.inference.gallery import Gallery
@@ -104,10 +104,16 @@ class FlowerApp:
 
 
 def checked_image(path: str | Path) -> Path:
-    """``path`` when it is a readable image, else a UserError naming it (read_rgb's message)."""
+    """``path`` when it is a readable image, else a UserError naming the file by its name alone (the
+    page's uploads sit in a temporary folder the user never chose)."""
     path = Path(path)
-    read_rgb(path)
+    read_upload(path, path.name)
     return path
+
+
+def preview(path: str | Path | None) -> Image.Image | None:
+    """A dropped photo as it was dropped (for the page to show at once), or a UserError naming it."""
+    return read_upload(Path(path), Path(path).name) if path else None
 
 
 def framed(path: Path, colour: str, size: int = 128, border: int = 6) -> Image.Image:

@@ -40,6 +40,7 @@ class Gallery:
     paths: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each file when embedded
+    checksum: str = field(default="", compare=False)  # of the file it was loaded from ("" until saved)
     # embeddings of rows appended since the last flush() (one concatenation per flush, not per batch)
     _pending: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
 
@@ -113,6 +114,7 @@ class Gallery:
         state["checksum"] = _checksum(state)
         with atomic_path(path) as partial:
             torch.save(state, partial)
+        self.checksum = state["checksum"]
 
     @classmethod
     def load(cls, path: Path) -> "Gallery":
@@ -142,6 +144,7 @@ class Gallery:
             )
         if state.get("checksum") != _checksum(state):
             raise UserError(f"index {path} is damaged (its checksum does not match its contents); {REBUILD}")
+        gallery.checksum = state["checksum"]
         return gallery
 
     def check_embedder(self, fingerprint: str, index_path: Path) -> None:

@@ -70,12 +70,7 @@ def sync_folder(
             counts.unchanged += 1
             continue
         todo.append((path, key, class_of(relative), file_stat))
-    bad = [(path, problem) for path, *_ in todo if (problem := image_problem(path)) is not None]
-    if bad:
-        raise UserError(
-            f"{len(bad)} unreadable image(s) in {folder}, first {bad[0][0]} ({bad[0][1]}); remove or replace "
-            "them; the index was not changed"
-        )
+    check_images([path for path, *_ in todo], folder)
 
     last_checkpoint = time.monotonic()
 
@@ -99,6 +94,16 @@ def sync_folder(
     embed([path for path, *_ in todo], batch_size, "embedding", store)
     gallery.flush()
     return counts
+
+
+def check_images(paths: list[Path], folder: Path) -> None:
+    """A UserError naming the first of ``paths`` (files under ``folder``) that is not a readable image."""
+    bad = [(path, problem) for path in paths if (problem := image_problem(path)) is not None]
+    if bad:
+        raise UserError(
+            f"{len(bad)} unreadable image(s) in {folder}, first {bad[0][0]} ({bad[0][1]}); remove or replace "
+            "them; the index was not changed"
+        )
 
 
 def parse_shard(value: object) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import os
 from typing import Any, Callable
 
 from siamese.errors import UserError
-from siamese.inference.app import NO_INDEX, FlowerApp
+from siamese.inference.app import NO_INDEX, FlowerApp, preview
 
 
 def _shown(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,9 +33,14 @@ def _enlarged(image, side: int = 256):
 
 
 def _photo(gr, label: str, elem_id: str):
-    """An upload box that hands the file's path over as it is: the app checks that it is an image and
-    says so in the page (an image component would decode it first and fail with a traceback)."""
-    return gr.File(label=label, type="filepath", file_count="single", height=120, elem_id=elem_id)
+    """An upload box that hands the file's path over as it is (the app checks that it is an image and
+    says so in the page; an image component would decode it first and fail with a traceback), and
+    the photo itself shown under it as soon as it is dropped."""
+    upload = gr.File(label=label, type="filepath", file_count="single", height=80, elem_id=elem_id)
+    shown = gr.Image(label=f"{label} (dropped)", interactive=False, height=200, elem_id=f"{elem_id}_shown",
+                     show_label=False)
+    upload.change(_shown(preview), upload, shown, api_name=f"preview_{elem_id}")
+    return upload
 
 
 def _gallery_tab(gr, app: FlowerApp, k: int, photo_id: str, k_label: str, action: str, function, api_name: str,
