@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from helpers import run_script
 
 
@@ -54,3 +55,16 @@ def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_ar
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert refused.stderr.strip().splitlines()[-1].endswith(
             f"{wrong}: pass LABEL=SWEEP_DIR (or LABEL=RUN_DIR), a folder that src/train.py wrote")
+
+
+def test_the_search_benchmark_measures_recall_against_exact_search():
+    """Exact backends find every true neighbour; IVF probing all its cells is exhaustive too, and
+    probing one of 16 finds fewer."""
+    pytest.importorskip("faiss")
+    result = run_script("benchmarks/search.py", "--sizes", "3000", "--queries", "50", "--repeats", "1",
+                        "--approximate", "--nlist", "16", "--nprobe", "1", "16", "--ef", "64")
+    assert result.returncode == 0, result.stderr[-3000:]
+    recall = {f"{m.group(1)} {m.group(2)}".strip(): float(m.group(3)) for m in re.finditer(
+        r"^\| 3,000 \| ([^|]+?) \| ([^|]*?) \|(?: [^|]+ \|){5} ([\d.]+) \|$", result.stdout, re.M)}
+    assert recall["torch exact"] == recall["faiss flat (exact)"] == recall["faiss IVF16 nprobe 16"] == 1.0, recall
+    assert recall["faiss IVF16 nprobe 1"] < 1.0 and 0 < recall["faiss HNSW32 efSearch 64"] <= 1.0, recall

@@ -38,6 +38,7 @@ def test_default_pair_counts_follow_the_tutorial_rule():
     assert len(data.samplers["val"]) == 2 * 102 * 3  # the smallest class (40 images) has 4 in val
 
 
+@pytest.mark.slow  # two minutes on 2 cores: the default run stays under ten
 def test_short_training_run_learns_real_flowers(tmp_path):
     cfg = compose_train(
         [

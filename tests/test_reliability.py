@@ -117,8 +117,9 @@ def run_with_tests_on_path(*args):
 
 
 @pytest.mark.parametrize("signal_name, code, batch", [  # batch 1: the epoch's last batch
-    ("SIGTERM", 143, 0), ("SIGINT", 1, 1),
-    # the other two combinations add little and a minute: pytest -m slow
+    ("SIGTERM", 143, 0),
+    # the other three combinations add little and a minute and a half: pytest -m slow
+    pytest.param("SIGINT", 1, 1, marks=pytest.mark.slow),
     pytest.param("SIGTERM", 143, 1, marks=pytest.mark.slow), pytest.param("SIGINT", 1, 0, marks=pytest.mark.slow),
 ])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code, batch, tiny_flowers, tmp_path):

@@ -137,7 +137,7 @@ def test_optuna_search_continues_its_study(tiny_flowers, tmp_path):
         assert len(list(csv.DictReader(handle))) == 4
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
 def test_launchers_run_two_jobs(launcher, tiny_flowers, tmp_path):
     pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": "hydra_plugins.hydra_submitit_launcher"}[launcher])
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]

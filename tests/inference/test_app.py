@@ -187,6 +187,18 @@ def test_the_page_works_in_a_browser(checkpoint, tmp_path):
 
             page.locator("#photo_a input[type=file]").set_input_files(str(daisies[0]))
             page.locator("#photo_b input[type=file]").set_input_files(str(daisies[1]))
+            for box in ("photo_a_shown", "photo_b_shown"):  # the dropped photos show before Compare
+                page.locator(f"#{box} img").wait_for(timeout=60_000)
+            shots.append(tmp_path / "dropped.png")
+            page.screenshot(path=str(shots[-1]), full_page=True)
+            notes = tmp_path / "notes.jpg"
+            notes.write_text("not an image")
+            page.locator("#photo_a button[aria-label='Clear']").click()
+            page.locator("#photo_a input[type=file]").set_input_files(str(notes))
+            page.get_by_text("notes.jpg is not an image").first.wait_for(timeout=60_000)  # named as chosen
+            assert "gradio" not in page.get_by_text("notes.jpg is not an image").first.inner_text()
+            page.locator("#photo_a button[aria-label='Clear']").click()
+            page.locator("#photo_a input[type=file]").set_input_files(str(daisies[0]))
             page.get_by_role("button", name="Compare").click()
             verdict = page.locator("#verdict textarea")
             page.wait_for_function("() => document.querySelector('#verdict textarea').value.includes('distance')")

@@ -9,9 +9,8 @@ from helpers import compose_config, index_folder, read_rows, run_script
 from PIL import Image
 
 from siamese.entry import Stopped, report_user_errors
-from siamese.inference.embedding import embed_files
-from siamese.inference.prediction import predict_files
 from siamese.inference.gallery import Gallery
+from siamese.inference.prediction import predict_files
 
 
 def test_sync_embeds_new_or_changed_images_and_drops_gone_ones(index_file, checkpoint, gallery_dir, tmp_path, capsys):

@@ -20,6 +20,7 @@ import hmac
 import io
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import litserve as ls
@@ -30,9 +31,11 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 
+from siamese.checkpoints import TrainedModel, load_for_use
 from siamese.data.io import read_upload
 from siamese.errors import UserError
 from siamese.inference.embedding import embed_images
+from siamese.inference.gallery import Gallery, open_gallery
 from siamese.inference.search import capped_k, check_k, search_gallery
 from siamese.knn import resolve_backend
 
@@ -48,8 +51,8 @@ class Refusal:
 
 
 @dataclass
-class Request:
-    """A decoded request: its images (RGB) and its other fields."""
+class Decoded:
+    """A request as the model needs it: its images (RGB) and its other fields."""
 
     images: list[Image.Image]
     k: int = 0
@@ -67,15 +70,11 @@ class ServeSettings:
     max_images: int = 32
 
 
-def load_model(settings: ServeSettings, device: str = "cpu"):
+def load_model(settings: ServeSettings, device: str = "cpu") -> tuple[TrainedModel, Gallery | None]:
     """The model (and gallery, or None) a worker serves, as every command loads them."""
-    from pathlib import Path
-
-    from siamese.checkpoints import load_for_use
-    from siamese.inference.gallery import open_gallery
-
     if settings.index:
-        return open_gallery(Path(settings.index), settings.ckpt_path, device, settings.threshold)[::-1]
+        gallery, model = open_gallery(Path(settings.index), settings.ckpt_path, device, settings.threshold)
+        return model, gallery
     return load_for_use(settings.ckpt_path, device=device, threshold=settings.threshold), None
 
 
@@ -171,7 +170,7 @@ class SiameseAPI(ls.LitAPI):
         except UserError as exc:
             return Refusal(400, str(exc))
 
-    def parse(self, payload: Any) -> Request:
+    def parse(self, payload: Any) -> Decoded:
         raise NotImplementedError
 
     def batch(self, inputs: list) -> list:
@@ -181,21 +180,20 @@ class SiameseAPI(ls.LitAPI):
         return outputs
 
     def predict(self, x: Any) -> Any:
+        """Every image of every request in the batch through the embedder at once, then each
+        request's answer; a refusal passes through to its own response."""
         batched = isinstance(x, list)
         requests = x if batched else [x]
-        valid = [r for r in requests if isinstance(r, Request)]
+        valid = [r for r in requests if isinstance(r, Decoded)]
         images = [image for r in valid for image in r.images]
         embeddings = embed_images(self.model, torch.stack([self.transform(image) for image in images])) \
-            if images else torch.empty(0)
-        answers, start = {}, 0
-        for request in valid:
-            answers[id(request)] = embeddings[start : start + len(request.images)]
-            start += len(request.images)
-        results = self.answer(valid, answers)
-        outputs = [results[id(r)] if isinstance(r, Request) else r for r in requests]
+            if images else torch.empty(0, 0)
+        answers = iter(self.answer(valid, list(embeddings.split([len(r.images) for r in valid]))))
+        outputs = [next(answers) if isinstance(r, Decoded) else r for r in requests]
         return outputs if batched else outputs[0]
 
-    def answer(self, requests: list[Request], embeddings: dict[int, torch.Tensor]) -> dict[int, Any]:
+    def answer(self, requests: list[Decoded], embeddings: list[torch.Tensor]) -> list[dict[str, Any]]:
+        """The response of each request, from the embeddings of its images."""
         raise NotImplementedError
 
     def encode_response(self, output):
@@ -209,17 +207,16 @@ class EmbedAPI(SiameseAPI):
 
     route = "/embed"
 
-    def parse(self, payload: Any) -> Request:
+    def parse(self, payload: Any) -> Decoded:
         values = field_values(payload, "image") + field_values(payload, "images")
         if not values:
             raise UserError("send one or more images in the field 'image'")
         if len(values) > self.settings.max_images:
             raise UserError(f"send at most {self.settings.max_images} images per request (got {len(values)})")
-        return Request([decode_image(value, "image") for value in values])
+        return Decoded([decode_image(value, "image") for value in values])
 
     def answer(self, requests, embeddings):
-        return {id(r): {"embeddings": embeddings[id(r)].tolist(), "dim": int(embeddings[id(r)].shape[1])}
-                for r in requests}
+        return [{"embeddings": e.tolist(), "dim": int(e.shape[1])} for e in embeddings]
 
 
 class VerifyAPI(SiameseAPI):
@@ -227,17 +224,16 @@ class VerifyAPI(SiameseAPI):
 
     route = "/verify"
 
-    def parse(self, payload: Any) -> Request:
-        return Request([one_image(payload, "image_a"), one_image(payload, "image_b")])
+    def parse(self, payload: Any) -> Decoded:
+        return Decoded([one_image(payload, "image_a"), one_image(payload, "image_b")])
 
     def answer(self, requests, embeddings):
         verdict = self.model.verdict
-        results = {}
-        for request in requests:
-            pair = embeddings[id(request)]
+        results = []
+        for pair in embeddings:
             distance = float(self.model.embedder.distance(pair[:1], pair[1:])[0])
-            results[id(request)] = {"distance": distance, "threshold": float(verdict.threshold), "rule": verdict.rule,
-                                    "same": bool(verdict.same(distance)), "verdict": verdict.word(distance)}
+            results.append({"distance": distance, "threshold": float(verdict.threshold), "rule": verdict.rule,
+                            "same": bool(verdict.same(distance)), "verdict": verdict.word(distance)})
         return results
 
 
@@ -246,22 +242,22 @@ class SearchAPI(SiameseAPI):
 
     route = "/search"
 
-    def parse(self, payload: Any) -> Request:
+    def parse(self, payload: Any) -> Decoded:
         if not self.settings.index:
             raise UserError("no gallery loaded: start serve.py with index=gallery.pt (built by src/index.py)")
         values = field_values(payload, "k")
         if len(values) > 1:
             raise UserError("send at most one k")
         k = check_k(values[0]) if values else self.settings.default_k
-        return Request([one_image(payload, "image")], k=k)
+        return Decoded([one_image(payload, "image")], k=k)
 
     def answer(self, requests, embeddings):
         if not requests:
-            return {}
+            return []
         gallery, verdict = self.gallery, self.model.verdict
-        widest = max(r.k for r in requests)
-        found = search_gallery(gallery, torch.cat([embeddings[id(r)] for r in requests]), widest, self.backend)
-        results = {}
+        widest = max(r.k for r in requests)  # one search for the batch; each request keeps its own k
+        found = search_gallery(gallery, torch.cat(embeddings), widest, self.backend)
+        results = []
         for i, request in enumerate(requests):
             k = capped_k(request.k, len(gallery))
             neighbours = [
@@ -270,7 +266,7 @@ class SearchAPI(SiameseAPI):
                 for rank, (row, distance) in enumerate(
                     zip(found.rows[i, :k].tolist(), found.distances[i, :k].tolist()), 1)
             ]
-            results[id(request)] = {"k": k, "threshold": float(verdict.threshold), "neighbours": neighbours}
+            results.append({"k": k, "threshold": float(verdict.threshold), "neighbours": neighbours})
         return results
 
 
