@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import read_rows, run_script
+from helpers import read_rows, run_script, user_error_of
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_train import scalar_tags
 
@@ -71,11 +71,17 @@ def test_eval_overrides_the_checkpoints_config(best_checkpoint, tmp_path):
      "is not a checkpoint of this project"),
 ])
 def test_eval_and_verify_refuse_bad_checkpoints(make, message, tmp_path):
+    from siamese.checkpoints import load_checkpoint, load_for_use
+
     path = make(tmp_path)
-    for script, extra in [("src/eval.py", [f"hydra.run.dir={tmp_path / 'eval'}"]), ("src/verify.py", ["image_a=x", "image_b=y"])]:
-        result = run_script(script, f"ckpt_path={path}", *extra)
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert message in result.stderr.strip().splitlines()[-1]
+    assert message in user_error_of(load_checkpoint, path)  # what eval.py reads first
+    assert message in user_error_of(load_for_use, path)  # what verify.py (and every use) reads
+    if message == "does not exist":  # the scripts themselves: one line and exit 2
+        for script, extra in [("src/eval.py", [f"hydra.run.dir={tmp_path / 'eval'}"]),
+                              ("src/verify.py", ["image_a=x", "image_b=y"])]:
+            result = run_script(script, f"ckpt_path={path}", *extra)
+            assert result.returncode == 2 and "Traceback" not in result.stderr
+            assert message in result.stderr.strip().splitlines()[-1]
 
 
 def test_verify_one_pair_gives_the_distance_of_evaluation(trained_run, tiny_flowers, best_checkpoint):

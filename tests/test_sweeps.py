@@ -122,6 +122,7 @@ def test_summarize_script(tmp_path):
     assert run_script("src/summarize.py", str(tmp_path / "nope")).returncode == 2
 
 
+@pytest.mark.slow  # half a minute: an Optuna sweep run twice
 def test_optuna_search_continues_its_study(tiny_flowers, tmp_path):
     optuna = pytest.importorskip("optuna")
     command = ["src/train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2",

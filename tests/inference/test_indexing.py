@@ -120,13 +120,13 @@ def test_shards_on_several_devices_merge_into_the_one_process_index(checkpoint, 
 
 
 def test_two_processes_write_the_index_of_one(checkpoint, photos, tmp_path):
-    """trainer.devices=2 trainer.strategy=ddp on CPU: two processes (gloo) embed a shard each through
-    Trainer.predict, the first merges them; the index equals the one-process index."""
+    """trainer.devices=2 on CPU: two processes (DDP, gloo) embed a shard each through Trainer.predict,
+    the first merges them; the index equals the one-process index."""
     whole = tmp_path / "whole.pt"
     index_folder(checkpoint, photos, whole)
     out = tmp_path / "ddp.pt"
     result = run_script("src/index.py", f"ckpt_path={checkpoint}", f"images={photos}", f"out={out}",
-                        "trainer.devices=2", "trainer.strategy=ddp", "batch_size=4")
+                        "trainer.devices=2", "batch_size=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "14 images from 2 shards" in result.stdout
     assert "embedding: 7 of 7 images" in result.stderr  # each process's progress lines
@@ -137,7 +137,7 @@ def test_two_processes_write_the_index_of_one(checkpoint, photos, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["trainer.devices=2", "trainer.strategy=ddp", "shard=0/2"], "trainer.devices>1 splits the folder itself"),
+    (["trainer.devices=2", "shard=0/2"], "trainer.devices>1 splits the folder itself"),
     (["trainer.devices=two"], "trainer.devices must be a number of devices"),
     (["shard=3/3"], "shard=3/3: I must be 0 to N-1"),
     (["shard=half"], "shard must be I/N"),

@@ -1,6 +1,6 @@
 """Embedding image files through Lightning's ``Trainer.predict`` and a prediction writer, so that one
-folder can be spread over several devices or nodes (``index.py trainer.devices=N
-trainer.strategy=ddp``) with the launchers Lightning knows (its own, SLURM's).
+folder can be spread over several devices or nodes (``index.py trainer.devices=N``) with the
+launchers Lightning knows (its own, SLURM's).
 
 With N processes, each embeds every N-th file (the shards of ``siamese.inference.indexing``) on its
 own; ``index.py`` then merges their shard files, so the index equals one process's.
@@ -66,8 +66,8 @@ class EmbeddingWriter(BasePredictionWriter):
 
 
 def predict_trainer(trainer_cfg: DictConfig, device: str, callbacks: list[Any] | None = None) -> pl.Trainer:
-    """The Trainer that embeds: ``trainer.devices`` (and ``num_nodes``) processes with
-    ``trainer.strategy=ddp``; one process on ``device`` (cpu, cuda, cuda:I) otherwise."""
+    """The Trainer that embeds: ``trainer.devices`` x ``trainer.num_nodes`` processes (DDP, started
+    inside this Hydra job), or with one device, this process on ``device`` (cpu, cuda, cuda:I)."""
     from siamese.distributed import HydraDDPStrategy
 
     devices = trainer_cfg.devices
@@ -78,13 +78,14 @@ def predict_trainer(trainer_cfg: DictConfig, device: str, callbacks: list[Any] |
         accelerator = "gpu" if str(device).startswith("cuda") else "cpu"
         if devices == 1 and str(device).startswith("cuda:"):
             devices = [int(as_number(str(device).split(":")[1], "device", int))]
+    nodes = as_number(trainer_cfg.num_nodes, "trainer.num_nodes", int)
     strategy = trainer_cfg.strategy
-    if strategy == "ddp":
+    if strategy == "ddp" or (strategy == "auto" and (devices != 1 or nodes != 1)):
         strategy = HydraDDPStrategy()  # the other ranks re-run this Hydra job, writing nothing of their own
     with lightning_info_hidden():
         return pl.Trainer(
             accelerator=accelerator, devices=devices, strategy=strategy, callbacks=callbacks,
-            num_nodes=as_number(trainer_cfg.num_nodes, "trainer.num_nodes", int), logger=False,
+            num_nodes=nodes, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             use_distributed_sampler=False,  # each process embeds its own shard of files
         )
