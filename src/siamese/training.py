@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
+from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.models.module import SiameseModule
 from siamese.files import write_metrics
@@ -128,12 +129,16 @@ def train(cfg: DictConfig) -> float | None:
     best = _epoch_and_step(ckpt) if ckpt is not None else None  # read once
     if ckpt is None:
         log.warning("no checkpoint was saved: validating and testing the final weights")
-    if best is not None and _validated_last(trainer, model, best[1]):
-        # The best checkpoint holds the weights of the last validation: its scores are known already.
-        val = [{k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}]
-    else:
-        val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-    test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    # Fitting handles its own signals (a checkpoint, then stop); after it, a signal ends the run in one
+    # line with the checkpoints kept (eval.py gives the metrics), not a DataLoader worker's traceback.
+    with stop_on_signals("after training, before the metrics were written (eval.py ckpt_path=<its best checkpoint> "
+                         "gives them)"):
+        if best is not None and _validated_last(trainer, model, best[1]):
+            # The best checkpoint holds the weights of the last validation: its scores are known already.
+            val = [{k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}]
+        else:
+            val = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+        test = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     metrics: dict[str, Any] = {
         **float_metrics(val[0] if val else {}),
         **float_metrics(test[0] if test else {}),
