@@ -2,7 +2,6 @@
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers import TINY_CLASSES, compose_train, tiny_overrides
+from helpers import TINY_CLASSES, compose_train, free_port, tiny_overrides
 from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -116,12 +115,6 @@ def test_debug_fast_leaves_the_heavy_parts_out(tiny_flowers, tmp_path):
     assert events.Tags()["images"] == []
     assert "val_distance/same" in events.Tags()["histograms"]  # cheap: kept
     assert not (tmp_path / "tensorboard" / "projector_config.pbtxt").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

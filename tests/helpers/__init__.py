@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +151,24 @@ def index_folder(checkpoint: str, folder: Path, out: Path, *extra: str):
     from siamese.commands.index import build_index
 
     return build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={folder}", f"out={out}", *extra]))
+
+
+def indexed_gallery(folder: Path, checkpoint: str) -> tuple[Path, Path, Path]:
+    """(photos, index, query) under ``folder``: photos of three kinds (4, 4, 3), their index made with
+    ``checkpoint``, and a query photo outside the gallery (a copy of one of its roses)."""
+    photos = write_image_folder(folder / "photos", {"daisy": 4, "rose": 4, "tulip": 3})
+    index = folder / "gallery.pt"
+    index_folder(checkpoint, photos, index)
+    query = folder / "query.jpg"
+    shutil.copy(photos / "rose" / "2.jpg", query)
+    return photos, index, query
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def module_and_data(root: Path, tmp_path: Path, *extra: str):

@@ -4,11 +4,10 @@ page serves them over HTTP (driven with gradio_client, as a browser's uploads re
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
-from helpers import compose_config, read_rows, run_script, write_image_folder
+from helpers import compose_config, free_port, indexed_gallery, read_rows, run_script
 from PIL import Image
 
 from siamese.checkpoints import load_for_use
@@ -22,14 +21,7 @@ pytest.importorskip("gradio")
 @pytest.fixture(scope="module")
 def served(checkpoint, tmp_path_factory):
     """(app, gallery folder, index file, a query photo that is not in the gallery)."""
-    from siamese.commands.index import build_index
-
-    folder = tmp_path_factory.mktemp("app")
-    photos = write_image_folder(folder / "photos", {"daisy": 4, "rose": 4, "tulip": 3})
-    index = folder / "gallery.pt"
-    build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={index}"]))
-    query = folder / "query.jpg"
-    shutil.copy(photos / "rose" / "2.jpg", query)
+    photos, index, query = indexed_gallery(tmp_path_factory.mktemp("app"), checkpoint)
     return FlowerApp(load_for_use(checkpoint), Gallery.load(index)), photos, index, query
 
 
@@ -81,12 +73,6 @@ def test_bad_input_is_a_message(served, tmp_path, checkpoint):
         bare.search(photos / "rose" / "0.jpg")
     assert bare.status().endswith("; no gallery") and NO_INDEX.startswith("no gallery loaded")
     assert app.status().endswith("gallery 11 images, 3 kinds") and "threshold" in app.status()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_page_serves_the_same_answers_over_http(served, monkeypatch, capfd):

@@ -3,7 +3,6 @@ search.py's, and bad requests get a 4xx with a one-line JSON error while the ser
 
 import base64
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from helpers import ROOT, compose_config, read_rows, run_script, user_error_of, write_image_folder
+from helpers import (ROOT, compose_config, free_port, indexed_gallery, read_rows, run_script, user_error_of,
+                     write_image_folder)
 
 from siamese.checkpoints import load_for_use
 from siamese.commands.serve import byte_size
@@ -25,14 +25,6 @@ pytest.importorskip("litserve")
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
@@ -53,14 +45,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, seconds: float = 180) 
 def server(checkpoint, tmp_path_factory):
     """(base URL, gallery photos, index file, a query photo not in the gallery) of a running serve.py
     with a token, a 200 kB cap, batches of up to 4 and at most 2 requests in progress."""
-    from siamese.commands.index import build_index
-
-    folder = tmp_path_factory.mktemp("serve")
-    photos = write_image_folder(folder / "photos", {"daisy": 4, "rose": 4, "tulip": 3})
-    index = folder / "gallery.pt"
-    build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={index}"]))
-    query = folder / "query.jpg"
-    shutil.copy(photos / "rose" / "2.jpg", query)
+    photos, index, query = indexed_gallery(tmp_path_factory.mktemp("serve"), checkpoint)
     port = free_port()
     env = {**os.environ, "SIAMESE_SERVE_TOKEN": TOKEN}
     process = subprocess.Popen(

@@ -45,7 +45,8 @@ def build_index(cfg: DictConfig) -> Gallery:
             raise UserError("trainer.devices>1 splits the folder itself into a new index: drop shard= and sync=true")
         if whole.exists() and not cfg.overwrite:
             raise UserError(f"index {whole} exists; overwrite=true replaces it")
-        check_images([folder / path for path in images_of(folder)], folder)  # here, in every process: one failing alone would leave the others waiting
+        # every image checked here, in every process: one process failing alone would leave the others waiting
+        check_images([folder / path for path in images_of(folder)], folder)
         shard = (trainer.global_rank, processes)
     out = whole
     if shard != (0, 1):

@@ -16,9 +16,9 @@ from siamese.errors import UserError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def read_rgb(path: Path | BinaryIO, name: str | None = None) -> Image.Image:
-    """Open an image file (or an open binary file, e.g. an upload) as 8-bit RGB (from grayscale,
-    palette, RGBA, CMYK or 16-bit too), or raise a UserError naming it (``name``, else the path)."""
+def read_rgb(path: Path | BinaryIO) -> Image.Image:
+    """Open an image file (or an open binary file, e.g. an upload's bytes) as 8-bit RGB (from
+    grayscale, palette, RGBA, CMYK or 16-bit too), or raise a UserError naming it."""
     try:
         with Image.open(path) as image:
             if image.mode.startswith("I"):  # 16/32-bit integer grayscale: scale, do not clip
@@ -27,7 +27,7 @@ def read_rgb(path: Path | BinaryIO, name: str | None = None) -> Image.Image:
                 image = Image.fromarray((pixels * 255.0 / top).round().astype(np.uint8))
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise UserError(f"cannot read image {name or path} ({exc}); remove or replace the file") from exc
+        raise UserError(f"cannot read image {path} ({exc}); remove or replace the file") from exc
 
 
 def read_upload(source: Path | BinaryIO, name: str) -> Image.Image:
