@@ -2,9 +2,11 @@
 search.py's, and bad requests get a 4xx with a one-line JSON error while the server keeps answering."""
 
 import base64
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,7 +16,7 @@ from helpers import (ROOT, compose_config, free_port, indexed_gallery, read_rows
                      write_image_folder)
 
 from siamese.checkpoints import load_for_use
-from siamese.commands.serve import byte_size
+from siamese.commands.serve import QuietMonitorWhenStopping, byte_size
 from siamese.errors import UserError
 from siamese.inference.embedding import embed_files, pair_distances
 from siamese.inference.gallery import Gallery
@@ -160,6 +162,28 @@ def test_decoding_and_sizes(tmp_path):
     assert (byte_size("10mb", "m"), byte_size("512KB", "m"), byte_size(1000, "m")) == (10 * 1024**2, 512 * 1024, 1000)
     with pytest.raises(UserError, match="max_upload must be a size such as 10mb"):
         byte_size("ten", "max_upload")
+
+
+def test_a_stop_silences_litservers_worker_monitor_and_nothing_else():
+    """Its monitor reports the shutdown it races with as a dead worker or a crash (CI saw a traceback)."""
+    import inspect
+
+    from litserve.server import LitServer
+
+    quiet = QuietMonitorWhenStopping()
+    assert f'name="{quiet.thread}"' in inspect.getsource(LitServer._start_worker_monitoring)
+
+    def logged_from(thread_name: str) -> bool:
+        kept = []
+        thread = threading.Thread(name=thread_name, target=lambda: kept.append(quiet.filter(
+            logging.LogRecord("litserve.server", logging.ERROR, __file__, 1, "Monitoring worker crashed", None, None))))
+        thread.start()
+        thread.join()
+        return kept[0]
+
+    assert logged_from("litserve-monitoring") and logged_from("MainThread")
+    quiet.stopping = True
+    assert not logged_from("litserve-monitoring") and logged_from("MainThread")
 
 
 def test_bad_settings_are_one_line(checkpoint, tmp_path):

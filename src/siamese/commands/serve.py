@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -14,6 +15,21 @@ from omegaconf import DictConfig
 from siamese.errors import UserError, as_number, positive
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
+
+
+class QuietMonitorWhenStopping(logging.Filter):
+    """Drops what LitServe's worker monitor logs once a stop was asked for: it polls the workers
+    and the manager that the shutdown is closing, so it reports the shutdown itself as a dead
+    worker or a crash (with a traceback), at random."""
+
+    thread = "litserve-monitoring"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.stopping and record.threadName == self.thread)
 
 
 def byte_size(value: Any, key: str) -> int:
@@ -125,15 +141,21 @@ def serve(cfg: DictConfig) -> None:
           flush=True)
 
     main = os.getpid()
+    quiet = QuietMonitorWhenStopping()
+    litserve_log = logging.getLogger("litserve.server")
 
     def interrupt(signum, frame):  # LitServe shuts its workers down on KeyboardInterrupt
         if os.getpid() != main:  # its forked HTTP server re-raises the signal it stopped on: just end
             sys.exit(0)
+        quiet.stopping = True
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+    litserve_log.addFilter(quiet)
     try:
         server.run(host=cfg.host, port=port, num_api_servers=1, generate_client_file=False,
                    log_level=str(cfg.log_level))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        litserve_log.removeFilter(quiet)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
