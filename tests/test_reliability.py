@@ -9,7 +9,7 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, compose_train, run_script, tiny_overrides, user_error_of
+from helpers import ROOT, compose_config, compose_train, run_script, tiny_overrides, user_error_of
 from helpers.doubles import Payload
 
 from siamese.data.pairs import PairSampler
@@ -85,10 +85,12 @@ def test_crafted_pickles_are_refused_and_run_nothing(tiny_flowers, tmp_path):
     assert "not a readable" in user_error_of(Backbone, "mobilenet_v2", weights_path=str(tmp_path / "evil.ckpt"))
     cfg = compose_train(tiny_overrides(tiny_flowers) + [f"ckpt_path={tmp_path / 'evil.ckpt'}"], tmp_path / "run")
     assert "not a readable checkpoint" in user_error_of(train, cfg)
-    for script, extra in [("src/eval.py", [f"hydra.run.dir={tmp_path / 'eval'}"]),
-                          ("src/verify.py", ["image_a=a.jpg", "image_b=b.jpg"])]:
-        result = run_script(script, f"ckpt_path={tmp_path / 'evil.ckpt'}", *extra)
-        assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
+    from siamese.commands.verify import verify
+
+    assert "not a readable checkpoint" in user_error_of(verify, compose_config(
+        "verify", [f"ckpt_path={tmp_path / 'evil.ckpt'}", "image_a=a.jpg", "image_b=b.jpg"]))
+    result = run_script("src/eval.py", f"ckpt_path={tmp_path / 'evil.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
     assert not marker.exists()
 
 

@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from helpers import CONF, run_script, tiny_overrides
+from helpers import CONF, compose_train, run_script, scalar_tags, tiny_overrides
 
 from siamese.config import job_dirname
 from siamese.sweeps import mean_std, summarize
@@ -27,9 +27,42 @@ def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
     assert float(rows[0]["val_auroc"]) >= float(rows[1]["val_auroc"])
     assert jobs == ["0_margin=0.5", "1_margin=-1", "2_margin=1.0"]  # named by what the sweep varies
     assert rows[2]["error"] == "margin must be positive, got -1.0"
+    for job, margin in ((jobs[0], "0.5"), (jobs[2], "1.0")):  # one whole run per job
+        assert json.loads((tmp_path / job / "metrics.json").read_text())["epochs_trained"] == 1
+        assert "val_loss" in scalar_tags(tmp_path / job / "tensorboard")
+        assert f"margin: {margin}" in (tmp_path / job / "config_resolved.yaml").read_text().splitlines()
     summary = (tmp_path / "summary.md").read_text()
     assert "| failed |" in summary and "margin must be positive" in summary
     assert (tmp_path / "summary.png").stat().st_size > 1000
+
+    # the same command again (as after a stop) runs only the job without a metrics.json
+    written = {job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in (jobs[0], jobs[2])}
+    again = run_script(
+        "src/train.py", "-m", "margin=0.5,-1,1.0", *tiny_overrides(tiny_flowers), "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished before with this config (metrics.json); not run again") == 2
+    assert {job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in written} == written
+    with open(tmp_path / "summary.csv") as handle:
+        assert [(r["job"], r["status"], r["val_auroc"]) for r in csv.DictReader(handle)] == \
+            [(r["job"], r["status"], r["val_auroc"]) for r in rows]
+
+
+def test_a_finished_job_is_skipped_only_for_the_same_config(tiny_flowers, tmp_path):
+    from omegaconf import OmegaConf
+
+    from siamese.training import finished_before
+
+    cfg = compose_train(tiny_overrides(tiny_flowers), tmp_path)
+    assert finished_before(cfg) is None  # nothing there yet
+    OmegaConf.save(cfg, tmp_path / "config_resolved.yaml", resolve=True)
+    assert finished_before(cfg) is None  # started, never finished
+    (tmp_path / "metrics.json").write_text(json.dumps({"val_all_auroc": 0.75}))
+    assert finished_before(cfg) == {"val_all_auroc": 0.75}
+    assert finished_before(compose_train([*tiny_overrides(tiny_flowers), "margin=2.0"], tmp_path)) is None
+    (tmp_path / "metrics.json").write_text("{broken")
+    assert finished_before(cfg) is None
 
 
 @pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])
@@ -52,7 +85,8 @@ def test_a_sigterm_to_the_sweeps_processes_ends_the_sweep_in_one_line(hook, tiny
     assert result.returncode == 143, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: stopped by SIGTERM during a sweep (its jobs with a metrics.json are done); run the same command again"
+        "error: stopped by SIGTERM during a sweep (its finished jobs, those with a metrics.json, are not run again); "
+        "run the same command again"
     )
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0_seed=1"]  # the second job never started
     assert (tmp_path / "0_seed=1" / "failed.json").is_file()  # the job's folder says why it has no metrics
@@ -138,7 +172,9 @@ def test_optuna_search_continues_its_study(tiny_flowers, tmp_path):
         assert len(list(csv.DictReader(handle))) == 4
 
 
-@pytest.mark.parametrize("launcher", ["joblib", pytest.param("submitit_local", marks=pytest.mark.slow)])
+# slow: the sweep tests above cover the basic launcher; these two add the plugins
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_launchers_run_two_jobs(launcher, tiny_flowers, tmp_path):
     pytest.importorskip({"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": "hydra_plugins.hydra_submitit_launcher"}[launcher])
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]

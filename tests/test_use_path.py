@@ -38,19 +38,25 @@ def test_eval_on_a_whole_folder_by_hand(checkpoint, gallery_dir, tmp_path):
     assert by_embedder.tolist() == pytest.approx(distance[:4].tolist(), abs=1e-5)
 
 
-def test_export_verify_index_and_eval_give_identical_distances(checkpoint, gallery_dir, tmp_path):
-    """One embedder for every use: the same pair of images has the same distance through each path."""
+def test_export_verify_index_and_eval_give_identical_distances(checkpoint, gallery_dir, tmp_path, capsys):
+    """One embedder for every use: the same pair of images has the same distance through each path
+    (the commands run in this process; their entry scripts are driven by the other tests)."""
     import onnxruntime
 
+    from siamese.commands.export import export_model
     from siamese.commands.index import build_index
+    from siamese.commands.verify import verify
 
     model = load_for_use(checkpoint)
     images = sorted(gallery_dir.rglob("*.*"))[:4]
     pairs = [(images[0], images[1]), (images[2], images[3])]
     expected = torch.stack([model.embedder.distance(*embed_files(model, [a, b])) for a, b in pairs])
 
-    verified = [run_script("src/verify.py", f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}") for a, b in pairs]
-    assert [float(v.stdout.split()[1]) for v in verified] == pytest.approx(expected.tolist(), abs=1e-4)
+    verified = []
+    for a, b in pairs:
+        verify(compose_config("verify", [f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}"]))
+        verified.append(float(capsys.readouterr().out.split()[1]))
+    assert verified == pytest.approx(expected.tolist(), abs=1e-4)
 
     out = tmp_path / "g.pt"
     build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={gallery_dir}", f"out={out}"]))
@@ -61,7 +67,7 @@ def test_export_verify_index_and_eval_give_identical_distances(checkpoint, galle
     assert torch.allclose(indexed, expected, atol=1e-5)
 
     exported = tmp_path / "exported"
-    assert run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]").returncode == 0
+    export_model(compose_config("export", [f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]"]))
     session = onnxruntime.InferenceSession(str(exported / "embedder.onnx"))
     onnx_distances = []
     for a, b in pairs:
@@ -109,6 +115,7 @@ def test_output_paths_that_cannot_be_written_are_one_line(case, checkpoint, phot
 def test_a_tall_photo_is_cropped_as_the_checkpoint_says_and_gives_one_distance_everywhere(checkpoint, tmp_path, capsys):
     from PIL import Image
 
+    from siamese.commands.export import export_model
     from siamese.commands.search import search
     from siamese.commands.verify import verify
     from siamese.data.io import read_rgb
@@ -141,7 +148,7 @@ def test_a_tall_photo_is_cropped_as_the_checkpoint_says_and_gives_one_distance_e
     assert row["neighbour"] == "kind/square.png" and float(row["distance"]) == pytest.approx(expected, abs=1e-5)
     assert FlowerApp(model).compare(tall, square).distance == pytest.approx(expected, abs=1e-6)
     exported = tmp_path / "exported"
-    assert run_script("src/export.py", f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]").returncode == 0
+    export_model(compose_config("export", [f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]"]))
     (tmp_path / "use_model.py").write_text(ONNX_EXAMPLE.search((ROOT / "docs" / "using-a-model.md").read_text()).group(1))
     alone = run_script(str(tmp_path / "use_model.py"), str(exported / "embedder.onnx"), str(tall), str(square), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr[-2000:]

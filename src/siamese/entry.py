@@ -22,7 +22,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.json"
-STOPPED_SWEEP = "during a sweep (its jobs with a metrics.json are done)"
+STOPPED_SWEEP = "during a sweep (its finished jobs, those with a metrics.json, are not run again)"
 
 
 class _QuietLightning(logging.Filter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import logging
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any, Iterable
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
@@ -161,6 +163,18 @@ def train(cfg: DictConfig) -> float | None:
     if name not in metrics:
         raise KeyError(f"optimized_metric '{name}' is not among the run's metrics: {sorted(metrics)}")
     return metrics[name]
+
+
+def finished_before(cfg: DictConfig) -> dict[str, Any] | None:
+    """The metrics in this run's folder when a run of exactly this config finished there, else None:
+    a sweep started again after a stop skips the jobs it had finished."""
+    run_dir = Path(cfg.run_dir)
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config_resolved.yaml"))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError):  # none, or damaged: run it
+        return None
+    return metrics if saved == OmegaConf.to_container(cfg, resolve=True) else None
 
 
 def _check_writable(run_dir: Path) -> None:

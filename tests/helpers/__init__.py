@@ -127,6 +127,15 @@ def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
     return cfg
 
 
+def scalar_tags(folder: Path) -> set[str]:
+    """The scalar tags of the TensorBoard event files in ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
 def run_script(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a script of src/ as a user would, from ``cwd``."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from helpers import ROOT, run_script, tiny_overrides
+from helpers import ROOT, compose_config, compose_train, run_script, tiny_overrides
 from safetensors.torch import save_file
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -115,13 +115,17 @@ def test_resolved_configs_hold_concrete_normalisation_and_benchmarks_follow_it(t
     assert data.mean == (0.5, 0.5, 0.5) and data.std == (0.5, 0.5, 0.5)  # the trunk's own, not ImageNet's
 
 
-def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, tmp_path):
+def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, tmp_path, capsys):
+    """Trained in this process; eval.py rebuilds it from the checkpoint alone, in a process of its own."""
+    from siamese.commands.verify import verify
+    from siamese.training import train
+
     overrides = [o for o in tiny_overrides(tiny_flowers) if not o.startswith("backbone")]
     run = tmp_path / "run"
-    result = run_script("src/train.py", *overrides, "backbone=timm", f"backbone.name={TINY}", "backbone.pretrained=false",
-                        "backbone.trainable_fraction=0.5", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                        f"hydra.run.dir={run}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    train(compose_train([*overrides, "backbone=timm", f"backbone.name={TINY}", "backbone.pretrained=false",
+                         "backbone.trainable_fraction=0.5", "trainer.max_epochs=1", "trainer.limit_train_batches=2"],
+                        run))
+    capsys.readouterr()
     metrics = json.loads((run / "metrics.json").read_text())
     checkpoint = metrics["best_checkpoint"]
     saved = (run / "config_resolved.yaml").read_text()
@@ -134,10 +138,9 @@ def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, t
     with open(run / "pairs_test.csv") as handle:
         row = next(csv.DictReader(handle))
     base = tiny_flowers / "flowers-102"
-    result = run_script("src/verify.py", f"ckpt_path={checkpoint}", f"image_a={base / row['image_a']}",
-                        f"image_b={base / row['image_b']}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    words = result.stdout.split()
+    verify(compose_config("verify", [f"ckpt_path={checkpoint}", f"image_a={base / row['image_a']}",
+                                     f"image_b={base / row['image_b']}"]))
+    words = capsys.readouterr().out.split()
     assert words[0] == "distance" and float(words[1]) == pytest.approx(float(row["distance"]), abs=2e-4)
 
 
