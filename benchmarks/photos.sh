@@ -5,7 +5,7 @@
 # the end, never used to choose). Validation (every pair of the val images) chooses; then the table
 # (benchmarks/quality.py). Run from the project root, alone on the machine. A run folder that has its
 # metrics.json (a sweep: its summary.md) is not run again, and a stopped sweep started again skips its
-# finished jobs, so a stopped script continues (losing only the run in progress).
+# finished jobs and continues the stopped one from its last complete epoch: a stopped script continues.
 #   bash benchmarks/photos.sh levers [output folder, default outputs/photos] [lever names, default all]
 #     lite0_ema_auroc, then one lever at a time: stratified, seed 1 (15-20 minutes a run at 128 px; crops_uncached
 #     about three times that), and WiSE-FT mixes of the first run's checkpoint (wise.txt: their validation table)

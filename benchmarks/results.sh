@@ -6,7 +6,7 @@
 # e.g. bash benchmarks/results.sh outputs/results lite0_ema_auroc: that sweep only (about 60 minutes);
 # the table then shows the sweeps that have finished. A sweep whose folder has its summary.md (written
 # when a sweep ends) is not run again, and a sweep started again skips the jobs it had finished, so
-# running the script again after a stop continues where it stopped (losing only the run in progress).
+# running the script again after a stop continues where it stopped (the stopped job from its last epoch).
 set -euo pipefail
 out=${1:-outputs/results}
 only=${*:2}

@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> float | None:
     from siamese.distributed import (
         separate_ddp_jobs,  # imported here so that --help answers fast
     )
-    from siamese.training import finished_before, resume_config, train
+    from siamese.training import earlier_run, resume_config, train
 
     hydra_cfg = HydraConfig.get()
     if cfg.get("resume"):
@@ -33,12 +33,14 @@ def main(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded; the sweep goes on
         from siamese.entry import record_failure
 
-        done = finished_before(cfg)
-        if done is not None:  # the same sweep again after a stop
+        earlier = earlier_run(cfg)  # the same sweep again after a stop
+        if isinstance(earlier, dict):
             print(f"{cfg.run_dir}: finished before with this config (metrics.json); not run again", flush=True)
-            return done.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+            return earlier.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+        if earlier is not None:
+            print(f"{cfg.run_dir}: continues from {earlier}", flush=True)
         with separate_ddp_jobs():
-            return record_failure(lambda: train(cfg), Path(hydra_cfg.runtime.output_dir))
+            return record_failure(lambda: train(cfg, continue_from=earlier), Path(hydra_cfg.runtime.output_dir))
     with separate_ddp_jobs():
         try:
             return train(cfg)

@@ -35,34 +35,47 @@ def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
     assert "| failed |" in summary and "margin must be positive" in summary
     assert (tmp_path / "summary.png").stat().st_size > 1000
 
-    # the same command again (as after a stop) runs only the job without a metrics.json
-    written = {job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in (jobs[0], jobs[2])}
+    # The same command again (as after a stop): the job with a metrics.json is not run again, the one
+    # stopped after its last complete epoch (metrics.json gone, last.ckpt kept) continues from it to the
+    # same numbers, the failed one runs again.
+    written = (tmp_path / jobs[2] / "metrics.json").stat().st_mtime_ns
+    first = json.loads((tmp_path / jobs[0] / "metrics.json").read_text())
+    (tmp_path / jobs[0] / "metrics.json").unlink()
     again = run_script(
         "src/train.py", "-m", "margin=0.5,-1,1.0", *tiny_overrides(tiny_flowers), "trainer.max_epochs=1",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("finished before with this config (metrics.json); not run again") == 2
-    assert {job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in written} == written
+    assert again.stdout.count("finished before with this config (metrics.json); not run again") == 1
+    assert (tmp_path / jobs[2] / "metrics.json").stat().st_mtime_ns == written
+    last = tmp_path / jobs[0] / "checkpoints" / "last.ckpt"
+    assert f"continues from {last}" in again.stdout
+    continued = json.loads((tmp_path / jobs[0] / "metrics.json").read_text())
+    assert continued["continued_from"] == str(last) and continued["epochs_trained"] == 1
+    for name in ("val_all_auroc", "test_auroc", "test_loss", "best_epoch"):
+        assert continued[name] == pytest.approx(first[name], abs=1e-6), name
     with open(tmp_path / "summary.csv") as handle:
         assert [(r["job"], r["status"], r["val_auroc"]) for r in csv.DictReader(handle)] == \
             [(r["job"], r["status"], r["val_auroc"]) for r in rows]
 
 
-def test_a_finished_job_is_skipped_only_for_the_same_config(tiny_flowers, tmp_path):
+def test_an_earlier_job_is_skipped_or_continued_only_for_the_same_config(tiny_flowers, tmp_path):
     from omegaconf import OmegaConf
 
-    from siamese.training import finished_before
+    from siamese.training import earlier_run
 
     cfg = compose_train(tiny_overrides(tiny_flowers), tmp_path)
-    assert finished_before(cfg) is None  # nothing there yet
+    other = compose_train([*tiny_overrides(tiny_flowers), "margin=2.0"], tmp_path)
+    assert earlier_run(cfg) is None  # nothing there yet
     OmegaConf.save(cfg, tmp_path / "config_resolved.yaml", resolve=True)
-    assert finished_before(cfg) is None  # started, never finished
+    assert earlier_run(cfg) is None  # stopped in its first epoch: from the start
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert earlier_run(cfg) == str(tmp_path / "checkpoints" / "last.ckpt") and earlier_run(other) is None
     (tmp_path / "metrics.json").write_text(json.dumps({"val_all_auroc": 0.75}))
-    assert finished_before(cfg) == {"val_all_auroc": 0.75}
-    assert finished_before(compose_train([*tiny_overrides(tiny_flowers), "margin=2.0"], tmp_path)) is None
+    assert earlier_run(cfg) == {"val_all_auroc": 0.75} and earlier_run(other) is None
     (tmp_path / "metrics.json").write_text("{broken")
-    assert finished_before(cfg) is None
+    assert earlier_run(cfg) == str(tmp_path / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])

@@ -102,8 +102,9 @@ def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     return merged
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``."""
+def train(cfg: DictConfig, continue_from: str | None = None) -> float | None:
+    """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``.
+    ``continue_from``: the ``last.ckpt`` of this config's unfinished run, to go on from (a sweep's job)."""
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -115,15 +116,16 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.get("ckpt_path"):
-        check_fits(model, load_checkpoint(cfg.ckpt_path))  # a clear error before Lightning's
+    start = continue_from or cfg.get("ckpt_path")
+    if start:
+        check_fits(model, load_checkpoint(start))  # a clear error before Lightning's
     callbacks = instantiate_group(cfg.get("callbacks"))
     check_chosen_by_validation(cfg.get("optimized_metric"), callbacks)
     loggers = instantiate_group(cfg.get("logger"))
     trainer = build_trainer(cfg.trainer, callbacks, logger=loggers or False)
 
     started = time.monotonic()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=start, weights_only=True)
     fit_seconds = time.monotonic() - started
 
     best_path = _best_checkpoint(trainer)
@@ -147,7 +149,8 @@ def train(cfg: DictConfig) -> float | None:
         "best_epoch": best[0] if best is not None else None,
         "best_checkpoint": str(best_path) if best_path else None,
         "epochs_trained": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1),
+        "fit_seconds": round(fit_seconds, 1),  # of this process: after continue_from, the rest only
+        **({"continued_from": continue_from} if continue_from else {}),
         "torch_threads": torch.get_num_threads(),
     }
     if trainer.is_global_zero:
@@ -165,16 +168,22 @@ def train(cfg: DictConfig) -> float | None:
     return metrics[name]
 
 
-def finished_before(cfg: DictConfig) -> dict[str, Any] | None:
-    """The metrics in this run's folder when a run of exactly this config finished there, else None:
-    a sweep started again after a stop skips the jobs it had finished."""
+def earlier_run(cfg: DictConfig) -> dict[str, Any] | str | None:
+    """What a run of exactly this config left in its folder, for a sweep started again after a stop:
+    its metrics when it finished (the job is skipped), else its ``last.ckpt`` (the end of its last
+    complete epoch, to continue from), else None (run it)."""
     run_dir = Path(cfg.run_dir)
     try:
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config_resolved.yaml"))
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError):  # none, or damaged: run it
+    except (OSError, ValueError, yaml.YAMLError):
         return None
-    return metrics if saved == OmegaConf.to_container(cfg, resolve=True) else None
+    if saved != OmegaConf.to_container(cfg, resolve=True):
+        return None
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):  # none, or damaged
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
 
 
 def _check_writable(run_dir: Path) -> None:
