@@ -7,17 +7,24 @@
 # metrics.json (a sweep: its summary.md) is not run again, and a stopped sweep started again skips its
 # finished jobs and continues the stopped one from its last complete epoch: a stopped script continues.
 #   bash benchmarks/photos.sh levers [output folder, default outputs/photos] [lever names, default all]
-#     lite0_ema_auroc, then one lever at a time: stratified, seed 1 (15-20 minutes a run at 128 px; crops_uncached
-#     about three times that), and WiSE-FT mixes of the first run's checkpoint (wise.txt: their validation table)
+#     lite0_ema_auroc, then one lever at a time (no_ema: without its average of the weights): stratified,
+#     seed 1 (15-20 minutes a run at 128 px; crops_uncached about three times that), and WiSE-FT mixes
+#     of the first run's checkpoint (wise.txt: their validation table)
 #   bash benchmarks/photos.sh results [output folder]
-#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about three hours)
+#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about two hours)
+#   bash benchmarks/photos.sh tutorial [output folder] [MAX_TIME, default 00:01:00:00]
+#     experiment=tutorial (MobileNetV2, the Keras recipe) at 160 px, the photos' shorter side, for an hour of
+#     training (stratified, seed 1); a stopped run continues with: python src/train.py resume=<output folder>/tutorial
 set -euo pipefail
 mode=${1:-levers}
 out=${2:-outputs/photos}
 only=${*:3}
-offline=(data.root=../shared/data160 data.download=false data.foreign=../shared/flower_photos
-         backbone.weights_path=weights/tf_efficientnet_lite0.pth trainer.enable_progress_bar=false)
-[ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
+photos=(data.root=../shared/data160 data.download=false data.foreign=../shared/flower_photos
+        trainer.enable_progress_bar=false)
+offline=("${photos[@]}" backbone.weights_path=weights/tf_efficientnet_lite0.pth)
+if [ "$mode" != tutorial ] && [ ! -f weights/tf_efficientnet_lite0.pth ]; then
+  python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
+fi
 
 if [ "$mode" = levers ]; then
   run() {  # name, overrides...
@@ -33,6 +40,7 @@ if [ "$mode" = levers ]; then
   run probe_2_epochs model.probe_epochs=2
   run fewer_blocks backbone.trainable_fraction=0.1
   run trunk_lr_3e-5 model.backbone_lr=3e-5
+  run no_ema callbacks.ema=null
   run crops_8_views data.augmentation=crops data.cached_views=8
   run crops_uncached data.augmentation=crops model.cache_frozen_features=false
   # WiSE-FT on the first run's kept checkpoint: trunk mixes, each validated (validation chooses alpha)
@@ -52,7 +60,15 @@ elif [ "$mode" = results ]; then
       hydra.sweep.dir="$out/photos" > /dev/null
   fi
   python benchmarks/quality.py --foreign photos="$out/photos"
+elif [ "$mode" = tutorial ]; then
+  max_time=${3:-00:01:00:00}
+  if [ ! -f "$out/tutorial/metrics.json" ]; then
+    python src/train.py experiment=tutorial image_size=160 data.split=stratified seed=1 trainer.max_time="$max_time" \
+      "${photos[@]}" backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth \
+      hydra.run.dir="$out/tutorial" > /dev/null
+  fi
+  python benchmarks/quality.py --validation --foreign tutorial="$out/tutorial"
 else
-  echo "usage: bash benchmarks/photos.sh levers|results [output folder] [lever names]" >&2
+  echo "usage: bash benchmarks/photos.sh levers|results|tutorial [output folder] [lever names | MAX_TIME]" >&2
   exit 2
 fi

@@ -84,6 +84,7 @@ def stop_on_signals(when: str = ""):
     received: list[str] = []
 
     def handler(signum, frame):
+        ignore_dead_dataloader_workers()
         name = signal.Signals(signum).name
         received.append(name)
         raise Stopped(name, when)
@@ -117,10 +118,12 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
             from pytorch_lightning.utilities.exceptions import SIGTERMException
 
             if isinstance(exc, SIGTERMException):  # Lightning stopped on SIGTERM; a callback saved a checkpoint
+                ignore_dead_dataloader_workers()
                 print("error: stopped by SIGTERM; continue with resume=<run dir>", file=sys.stderr)
                 raise SystemExit(143) from None
             raise
         except Stopped as exc:
+            ignore_dead_dataloader_workers()
             print(f"error: {exc}; run the same command again", file=sys.stderr)
             raise SystemExit(128 + signal.Signals[exc.signal_name].value) from None
         except KeyboardInterrupt:  # Ctrl-C outside a stop_on_signals block (e.g. while importing)
@@ -136,6 +139,20 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def ignore_dead_dataloader_workers() -> None:
+    """Once a run is stopping, take back torch's SIGCHLD handler, which raises "DataLoader worker ...
+    is killed by signal" at whatever line runs when a worker dies: the stop's signal reaches the
+    workers too (a scheduler or ``kill`` of the process group). Raised inside the stop's own
+    bookkeeping, that error can hide the stop (once, a sweep went on to its next job), and at
+    interpreter exit it printed a traceback after the one line."""
+    if hasattr(signal, "SIGCHLD"):  # a handler that does nothing: SIG_DFL would make a pending one print an error
+        signal.signal(signal.SIGCHLD, _child_exited)
+
+
+def _child_exited(signum, frame) -> None:
+    pass
+
+
 def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | None:
     """Run one sweep job; if it raises, write ``failed.json`` (the error line) and return NaN,
     so that the other jobs still run and the summary can report this one.
@@ -149,6 +166,7 @@ def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | No
     previous = signal.getsignal(signal.SIGTERM)
 
     def note(signum, frame):
+        ignore_dead_dataloader_workers()
         received.append(signum)
         if callable(previous):
             previous(signum, frame)
@@ -158,10 +176,14 @@ def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | No
     signal.signal(signal.SIGTERM, note)
     try:
         result = job()
-    except Exception as exc:
+    except BaseException as exc:
+        if received:  # the stop (note's own Stopped, Lightning's SIGTERMException) or what it caused
+            stop = Stopped("SIGTERM", STOPPED_SWEEP)
+            write_failure(stop, run_dir)
+            raise stop from exc
+        if not isinstance(exc, Exception):
+            raise
         write_failure(exc, run_dir)
-        if received:  # the stop (note's own Stopped included) or what it caused
-            raise Stopped("SIGTERM", STOPPED_SWEEP) from exc
         return float("nan")
     finally:
         signal.signal(signal.SIGTERM, previous)

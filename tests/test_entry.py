@@ -1,0 +1,65 @@
+import os
+import signal
+
+import pytest
+
+from siamese.entry import Stopped, record_failure, report_user_errors
+
+
+def worker_died(signum, frame):
+    """What torch's SIGCHLD handler does once a DataLoader worker was killed."""
+    raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. ")
+
+
+@pytest.fixture
+def torchs_sigchld_handler():
+    previous = signal.signal(signal.SIGCHLD, worker_died)
+    yield
+    signal.signal(signal.SIGCHLD, previous)
+
+
+def test_after_a_stop_a_dead_dataloader_worker_raises_nothing_at_exit(torchs_sigchld_handler):
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        os.kill(os.getpid(), signal.SIGCHLD)  # before a stop, torch's handler is in place
+
+    def stopped():
+        raise Stopped("SIGTERM", "during a sweep")
+
+    with pytest.raises(SystemExit) as exit_:
+        report_user_errors(stopped)()
+    assert exit_.value.code == 143
+    os.kill(os.getpid(), signal.SIGCHLD)  # what the exiting interpreter would meet: nothing is raised
+
+
+def test_a_sweep_jobs_stop_is_not_hidden_by_its_workers_death(torchs_sigchld_handler, tmp_path):
+    """While Lightning fits, its SIGTERM handler calls the sweep's (it keeps existing handlers); the
+    workers die of the same signal after that, and their death must not raise inside the job."""
+    raised: list[Exception] = []
+
+    def job():
+        sweeps = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sweeps(signum, frame))  # Lightning's, composed
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            os.kill(os.getpid(), signal.SIGCHLD)
+        except RuntimeError as exc:
+            raised.append(exc)
+        return 0.5
+
+    with pytest.raises(Stopped, match="during a sweep"):
+        record_failure(job, tmp_path)
+    assert raised == []
+
+
+def test_lightnings_own_stop_of_a_sweep_job_ends_the_sweep_with_its_line_in_failed_json(tmp_path):
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    def job():
+        sweeps = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sweeps(signum, frame))  # Lightning's, composed
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise SIGTERMException  # what Lightning raises at the next batch
+
+    with pytest.raises(Stopped, match="during a sweep"):
+        record_failure(job, tmp_path)
+    assert "stopped by SIGTERM during a sweep" in (tmp_path / "failed.json").read_text()
