@@ -11,7 +11,7 @@
 #     seed 1 (15-20 minutes a run at 128 px; crops_uncached about three times that), and WiSE-FT mixes
 #     of the first run's checkpoint (wise.txt: their validation table)
 #   bash benchmarks/photos.sh results [output folder]
-#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about two hours)
+#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about three hours)
 #   bash benchmarks/photos.sh tutorial [output folder] [MAX_TIME, default 00:01:00:00]
 #     experiment=tutorial (MobileNetV2, the Keras recipe) at 160 px, the photos' shorter side, for an hour of
 #     training (stratified, seed 1); a stopped run continues with: python src/train.py resume=<output folder>/tutorial
