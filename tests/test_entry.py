@@ -11,6 +11,13 @@ def worker_died(signum, frame):
     raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. ")
 
 
+def sigterm_through_lightnings_handler():
+    """SIGTERM to this process while Lightning fits: its handler calls the one before it (the sweep's)."""
+    sweeps = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sweeps(signum, frame))
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @pytest.fixture
 def torchs_sigchld_handler():
     previous = signal.signal(signal.SIGCHLD, worker_died)
@@ -37,9 +44,7 @@ def test_a_sweep_jobs_stop_is_not_hidden_by_its_workers_death(torchs_sigchld_han
     raised: list[Exception] = []
 
     def job():
-        sweeps = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, lambda signum, frame: sweeps(signum, frame))  # Lightning's, composed
-        os.kill(os.getpid(), signal.SIGTERM)
+        sigterm_through_lightnings_handler()
         try:
             os.kill(os.getpid(), signal.SIGCHLD)
         except RuntimeError as exc:
@@ -51,13 +56,11 @@ def test_a_sweep_jobs_stop_is_not_hidden_by_its_workers_death(torchs_sigchld_han
     assert raised == []
 
 
-def test_lightnings_own_stop_of_a_sweep_job_ends_the_sweep_with_its_line_in_failed_json(tmp_path):
+def test_lightnings_own_stop_of_a_sweep_job_ends_the_sweep_with_its_line_in_failed_json(torchs_sigchld_handler, tmp_path):
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     def job():
-        sweeps = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, lambda signum, frame: sweeps(signum, frame))  # Lightning's, composed
-        os.kill(os.getpid(), signal.SIGTERM)
+        sigterm_through_lightnings_handler()
         raise SIGTERMException  # what Lightning raises at the next batch
 
     with pytest.raises(Stopped, match="during a sweep"):
