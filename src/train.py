@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from siamese.config import register_resolvers
-from siamese.entry import report_user_errors
+from siamese.entry import report_user_errors, run_job
 
 register_resolvers()
 
@@ -30,25 +30,18 @@ def main(cfg: DictConfig) -> float | None:
     n_jobs = hydra_cfg.launcher.get("n_jobs")  # the joblib launcher runs n_jobs jobs side by side
     if cfg.get("threads") is None and isinstance(n_jobs, int) and n_jobs > 0:
         cfg.threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    if hydra_cfg.mode == RunMode.MULTIRUN:  # a failing job is recorded; the sweep goes on
-        from siamese.entry import record_failure
-
-        earlier = earlier_run(cfg)  # the same sweep again after a stop
-        if isinstance(earlier, dict):
-            print(f"{cfg.run_dir}: finished before with this config (metrics.json); not run again", flush=True)
-            return earlier.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
-        if earlier is not None:
-            print(f"{cfg.run_dir}: continues from {earlier}", flush=True)
+    run_dir = Path(cfg.run_dir)  # a resumed run's own folder
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         with separate_ddp_jobs():
-            return record_failure(lambda: train(cfg, continue_from=earlier), Path(hydra_cfg.runtime.output_dir))
-    with separate_ddp_jobs():
-        try:
-            return train(cfg)
-        except Exception as exc:  # the run folder says why it has no metrics.json
-            from siamese.entry import write_failure
-
-            write_failure(exc, Path(hydra_cfg.runtime.output_dir), console=False)
-            raise
+            return run_job(lambda: train(cfg), run_dir, sweep=False)
+    earlier = earlier_run(cfg)  # the same sweep again after a stop
+    if isinstance(earlier, dict):
+        print(f"{cfg.run_dir}: finished before with this config (metrics.json); not run again", flush=True)
+        return earlier.get(cfg.optimized_metric) if cfg.get("optimized_metric") else None
+    if earlier is not None:
+        print(f"{cfg.run_dir}: continues from {earlier}", flush=True)
+    with separate_ddp_jobs():  # a failing job is recorded (failed.json); the sweep goes on
+        return run_job(lambda: train(cfg, continue_from=earlier), run_dir, sweep=True)
 
 
 if __name__ == "__main__":

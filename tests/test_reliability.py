@@ -132,11 +132,24 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code
     interrupted = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)
     assert interrupted["epoch"] == 1
     if signal_name == "SIGTERM":
-        assert result.stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; continue with resume=<run dir>"
+        assert result.stderr.strip().splitlines()[-1] == f"error: stopped by SIGTERM; continue with resume={tmp_path}"
     resumed = run_with_tests_on_path("src/train.py", f"resume={tmp_path}", "+callbacks.stop=null",
                                      f"hydra.run.dir={tmp_path / 'again'}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_trained"] == 3
+
+
+@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])
+def test_a_single_runs_sigterm_is_the_stop_though_its_workers_death_raised_first(hook, tiny_flowers, tmp_path):
+    """A scheduler's or `timeout`'s SIGTERM reaches the DataLoader workers too, and their death can
+    raise in the main process before Lightning stops: the stop's line (naming the run dir to resume),
+    exit 143, the same line in failed.json; not that error's traceback."""
+    killer = ["+callbacks.stop._target_=helpers.doubles.SigtermThenWorkerDeath", f"+callbacks.stop.hook={hook}"]
+    result = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path, *killer))
+    line = f"stopped by SIGTERM; continue with resume={tmp_path}"
+    assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"error: {line}"
+    assert json.loads((tmp_path / "failed.json").read_text()) == {"error": f"Stopped: {line}"}
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
@@ -151,7 +164,7 @@ def test_run_stopped_in_epoch_3_resumes_to_the_same_numbers(signal_name, tiny_fl
     checkpoints = tmp_path / "killed" / "checkpoints"
     if signal_name == "SIGTERM":
         assert killed.returncode == 143 and "Traceback" not in killed.stderr
-        assert killed.stderr.strip().splitlines()[-1] == "error: stopped by SIGTERM; continue with resume=<run dir>"
+        assert killed.stderr.strip().splitlines()[-1] == f"error: stopped by SIGTERM; continue with resume={tmp_path / 'killed'}"
         assert torch.load(checkpoints / "interrupted.ckpt", weights_only=True)["epoch"] == 2
     else:
         assert killed.returncode == -9 and not (checkpoints / "interrupted.ckpt").exists()

@@ -65,10 +65,10 @@ def lightning_info_hidden():
 
 
 class Stopped(Exception):
-    """A run stopped by SIGTERM or Ctrl-C outside fitting (where Lightning handles them)."""
+    """A run stopped by SIGTERM or Ctrl-C; its message ends with what to do next (``then``)."""
 
-    def __init__(self, signal_name: str, when: str = "") -> None:
-        super().__init__(f"stopped by {signal_name}" + (f" {when}" if when else ""))
+    def __init__(self, signal_name: str, when: str = "", then: str = "run the same command again") -> None:
+        super().__init__(f"stopped by {signal_name}" + (f" {when}" if when else "") + f"; {then}")
         self.signal_name = signal_name
 
 
@@ -124,7 +124,7 @@ def report_user_errors(func: Callable[..., T]) -> Callable[..., T]:
             raise
         except Stopped as exc:
             ignore_dead_dataloader_workers()
-            print(f"error: {exc}; run the same command again", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(128 + signal.Signals[exc.signal_name].value) from None
         except KeyboardInterrupt:  # Ctrl-C outside a stop_on_signals block (e.g. while importing)
             print("error: stopped by SIGINT; run the same command again", file=sys.stderr)
@@ -153,17 +153,20 @@ def _child_exited(signum, frame) -> None:
     pass
 
 
-def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | None:
-    """Run one sweep job; if it raises, write ``failed.json`` (the error line) and return NaN,
-    so that the other jobs still run and the summary can report this one.
+def run_job(job: Callable[[], float | None], run_dir: Path, sweep: bool) -> float | None:
+    """Run one training job, leaving in ``run_dir`` why it has no ``metrics.json``: ``failed.json``
+    with the error line (removed again when the job finishes). A failed sweep job returns NaN, so
+    that the other jobs still run and the summary reports this one; a single run raises on.
 
-    A SIGTERM during the job ends the sweep instead (:class:`Stopped`: one line, exit 143). While
-    Lightning runs, its handler notes the signal and stops at the next batch; but a scheduler or
-    ``pkill`` signals the DataLoader workers too, so the job may first die of their death, an
-    ordinary error, which must not let the sweep start its next job.
+    A SIGTERM during the job is a stop (:class:`Stopped`: one line, exit 143), which ends a sweep.
+    While Lightning fits, its handler notes the signal (after calling this one) and stops at the next
+    batch; but a scheduler, ``timeout`` or ``kill`` of the process group signals the DataLoader
+    workers too, so the job may first die of their death, an ordinary error, which must neither be
+    reported as the cause nor let a sweep start its next job.
     """
     received: list[int] = []
     previous = signal.getsignal(signal.SIGTERM)
+    stop = Stopped("SIGTERM", STOPPED_SWEEP) if sweep else Stopped("SIGTERM", then=f"continue with resume={run_dir}")
 
     def note(signum, frame):
         ignore_dead_dataloader_workers()
@@ -171,24 +174,26 @@ def record_failure(job: Callable[[], float | None], run_dir: Path) -> float | No
         if callable(previous):
             previous(signum, frame)
         elif signal.getsignal(signal.SIGTERM) is note:  # Lightning is not handling it: stop now, as by default
-            raise Stopped("SIGTERM", STOPPED_SWEEP)
+            raise stop
 
     signal.signal(signal.SIGTERM, note)
     try:
         result = job()
     except BaseException as exc:
-        if received:  # the stop (note's own Stopped, Lightning's SIGTERMException) or what it caused
-            stop = Stopped("SIGTERM", STOPPED_SWEEP)
-            write_failure(stop, run_dir)
-            raise stop from exc
+        if received:  # the stop (note's own, Lightning's SIGTERMException) or what it caused
+            write_failure(stop, run_dir, console=False)
+            raise stop from (None if exc is stop else exc)
         if not isinstance(exc, Exception):
             raise
-        write_failure(exc, run_dir)
+        write_failure(exc, run_dir, console=sweep)  # a single run prints its error as it ends
+        if not sweep:
+            raise
         return float("nan")
     finally:
         signal.signal(signal.SIGTERM, previous)
     if received:
-        raise Stopped("SIGTERM", STOPPED_SWEEP)
+        raise stop
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)  # an earlier try's, resumed to its end
     return result
 
 
