@@ -71,7 +71,7 @@ def test_ddp_cpu_gives_the_metrics_of_one_process(tmp_path):
 def test_ddp_configs_compose(tmp_path):
     cfg = compose_train(["trainer=ddp"], tmp_path)
     assert cfg.trainer.strategy._target_ == "siamese.distributed.HydraDDPStrategy"
-    assert cfg.trainer.sync_batchnorm is True and cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.sync_batchnorm is False and cfg.trainer.accelerator == "gpu"
     cfg = compose_train(["trainer=ddp_cpu"], tmp_path)
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.sync_batchnorm) == ("cpu", 2, False)
 
@@ -84,3 +84,46 @@ def test_a_lightning_without_the_extended_launcher_is_refused_in_one_line(monkey
     monkeypatch.setattr(distributed, "_SubprocessScriptLauncher", None)
     with pytest.raises(UserError, match=r"install 'pytorch-lightning>=2.2,<2.7', or use trainer=default"):
         distributed.check_launcher_api()
+
+
+def _trunks():
+    from siamese.models.backbones import Backbone, TimmBackbone
+
+    yield Backbone("mobilenet_v2", weights=None, trainable_fraction=0.5, train_batchnorm=True)
+    yield TimmBackbone("tf_efficientnet_lite0", pretrained=False, trainable_fraction=0.5, train_batchnorm=True)
+
+
+@pytest.mark.parametrize("trunk", list(_trunks()), ids=["torchvision", "timm"])
+def test_sync_batchnorm_keeps_timms_activations_and_reverts_to_the_same_trunk(trunk):
+    from timm.layers import BatchNormAct2d
+
+    from siamese.distributed import SyncBatchNorm
+
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    classes = [type(m) for m in trunk.modules()]
+    with torch.no_grad():
+        expected = trunk.eval()(images)
+        plugin = SyncBatchNorm()
+        synced = plugin.apply(trunk)
+        assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+        assert torch.allclose(synced.eval()(images), expected, atol=1e-5)  # eval: no process group needed
+        reverted = plugin.revert(synced)
+        assert [type(m) for m in reverted.modules()] == classes  # BatchNormAct2d again, not a bare norm
+        assert torch.allclose(reverted.eval()(images), expected, atol=1e-5)
+    if any(c is BatchNormAct2d for c in classes):  # what Lightning's own converter did to timm trunks
+        from pytorch_lightning.plugins.layer_sync import TorchSyncBatchNorm
+
+        with torch.no_grad():
+            stripped = TorchSyncBatchNorm().apply(reverted).eval()(images)
+        assert expected.min() >= 0 and stripped.min() < -1  # the activations were gone
+
+
+def test_sync_batchnorm_true_uses_the_timm_aware_converter(tmp_path):
+    from siamese.distributed import SyncBatchNorm
+    from siamese.training import build_trainer
+
+    cfg = compose_train(["trainer=ddp_cpu", "trainer.sync_batchnorm=true"], tmp_path)
+    trainer = build_trainer(cfg.trainer, [], logger=False)
+    assert isinstance(trainer.strategy._layer_sync, SyncBatchNorm)  # not Lightning's TorchSyncBatchNorm
+    cfg = compose_train(["trainer=ddp_cpu"], tmp_path)
+    assert not cfg.trainer.sync_batchnorm

@@ -10,8 +10,9 @@ from siamese.data.transforms import augment_transform
 from siamese.errors import UserError, find_user_error
 
 
-def validate(module, data):
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+def validate(module, data, precision="32-true"):
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         precision=precision)
     return trainer.validate(module, datamodule=data, verbose=False)[0], module.evaluated_pairs("val").distance
 
 
@@ -41,6 +42,31 @@ def test_frozen_feature_cache_gives_the_same_embeddings_and_metrics(tiny_flowers
     trainer.fit(cached, datamodule=cached_data)
     assert all(torch.equal(a, b) for a, b in zip(frozen, backbone.front().parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(trainable, [p for p in backbone.parameters() if p.requires_grad]))
+
+
+def test_under_mixed_precision_the_cache_gives_the_uncached_distances(tiny_flowers, tmp_path):
+    # the bank is built under the trainer's autocast (bf16 on the CPU), so cached and uncached agree
+    plain, plain_data = module_and_data(tiny_flowers, tmp_path)
+    cached, cached_data = module_and_data(tiny_flowers, tmp_path, "model.cache_frozen_features=true")
+    cached.load_state_dict(plain.state_dict())
+    plain_metrics, plain_distances = validate(plain, plain_data, "bf16-mixed")
+    cached_metrics, cached_distances = validate(cached, cached_data, "bf16-mixed")
+    assert cached.feature_cache.bank.dtype == torch.float32
+    assert plain_distances.dtype == cached_distances.dtype == torch.float32
+    assert torch.allclose(cached_distances, plain_distances, atol=1e-5)
+    assert cached_metrics["val_auroc"] == pytest.approx(plain_metrics["val_auroc"], abs=1e-6)
+
+
+def test_a_feature_bank_over_the_limit_is_refused_before_it_is_allocated(tiny_flowers, tmp_path):
+    cached, data = module_and_data(tiny_flowers, tmp_path, "model.cache_frozen_features=true",
+                                   "model.cache_max_gib=0.00001")
+    with pytest.raises(UserError) as raised:
+        validate(cached, data)
+    assert cached.feature_cache is None
+    message = str(raised.value)
+    assert message.startswith("the frozen-feature bank would take 0.0 GiB (")
+    assert message.endswith(" floats), over 0.0 GiB on cpu (model.cache_max_gib); lower data.cached_views or "
+                            "image_size, raise model.cache_max_gib, or set model.cache_frozen_features=false")
 
 
 def test_frozen_feature_cache_refuses_augmentation(tiny_flowers, tmp_path):

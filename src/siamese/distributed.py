@@ -17,7 +17,10 @@ from typing import Iterator
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.layer_sync import LayerSync, _BatchNormXd
 from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from siamese.errors import UserError
 
@@ -117,3 +120,54 @@ def separate_ddp_jobs() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+class SyncBatchNorm(LayerSync):
+    """``trainer.sync_batchnorm=true``: BatchNorm statistics shared by every rank, for timm trunks too.
+
+    Lightning's own plugin converts with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``, which
+    turns timm's ``BatchNormAct2d`` (a norm with its activation inside) into a plain
+    ``SyncBatchNorm`` that never applies the activation; its revert does not bring it back either.
+    This one converts with timm's converter (``SyncBatchNormAct`` keeps the activation), and
+    reverts every converted layer to the class it had, with the same parameters and statistics.
+    """
+
+    def __init__(self) -> None:
+        self.original_classes: dict[str, type[nn.Module]] = {}
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        from timm.layers import convert_sync_batchnorm
+
+        self.original_classes = {name: type(module) for name, module in model.named_modules()
+                                 if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm)}
+        return convert_sync_batchnorm(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        return self._revert(model, "")
+
+    def _revert(self, module: nn.Module, name: str) -> nn.Module:
+        converted = module
+        if isinstance(module, nn.SyncBatchNorm):
+            converted = _unsynced(module, self.original_classes.get(name))
+        for child_name, child in module.named_children():
+            converted.add_module(child_name, self._revert(child, f"{name}.{child_name}" if name else child_name))
+        return converted
+
+
+def _unsynced(module: nn.SyncBatchNorm, original: type[nn.Module] | None) -> nn.Module:
+    """A BatchNorm layer of class ``original`` (Lightning's ``_BatchNormXd`` when unknown) holding
+    ``module``'s parameters, statistics, mode and (for timm's norm-act layers) activation."""
+    from timm.layers import BatchNormAct2d
+
+    arguments = (module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+    if original is not None and issubclass(original, BatchNormAct2d):
+        layer = original(*arguments, apply_act=False)
+        layer.act, layer.drop = module.act, module.drop
+    else:
+        layer = (original or _BatchNormXd)(*arguments)
+    if module.affine:
+        layer.weight, layer.bias = module.weight, module.bias
+    layer.running_mean, layer.running_var = module.running_mean, module.running_var
+    layer.num_batches_tracked = module.num_batches_tracked
+    layer.train(module.training)
+    return layer

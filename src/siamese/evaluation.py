@@ -26,6 +26,8 @@ EVAL_KEYS = ("ckpt_path", "eval_split", "run_dir", "accelerator")
 # Trainer settings that score less than a whole split (debug=fast sets some): evaluation uses these
 # values unless the eval command line sets them itself.
 WHOLE_SPLIT = {"limit_val_batches": 1.0, "limit_test_batches": 1.0, "fast_dev_run": False, "overfit_batches": 0.0}
+# Like every use command, evaluation runs in float32 whatever precision the run trained in (unless given).
+IN_FLOAT32 = {"precision": "32-true"}
 
 
 def evaluation_trainer(merged: DictConfig, run_dir: Path, accelerator: str) -> pl.Trainer:
@@ -54,7 +56,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
     merged.run_dir = cfg.run_dir
     merged.callbacks = cfg.callbacks  # evaluation's own set, not the training run's
     given = override_keys(overrides)
-    for key, value in WHOLE_SPLIT.items():
+    for key, value in {**WHOLE_SPLIT, **IN_FLOAT32}.items():
         if f"trainer.{key}" not in given:
             merged.trainer[key] = value
     threshold = merged.model.get("threshold") if "model.threshold" in given else None

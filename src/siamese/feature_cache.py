@@ -11,7 +11,10 @@ through it (``features``; ``mirrored`` for test-time flips). The module never se
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import math
+import os
+from typing import Any, Callable, ContextManager
 
 import pytorch_lightning as pl
 import torch
@@ -33,9 +36,13 @@ class FeatureCache:
     def built(self) -> bool:
         return self.bank is not None
 
-    def build_for(self, datamodule: object, embedder: nn.Module, device: torch.device) -> None:
+    def build_for(self, datamodule: object, embedder: nn.Module, device: torch.device,
+                  precision: ContextManager[Any] | None = None, max_gib: float | None = None) -> None:
         """Build the bank from ``datamodule``'s images with ``embedder``'s frozen front (and, for
-        flipped training images or the test-time flip, their mirror images too)."""
+        flipped training images or the test-time flip, their mirror images too), under ``precision``
+        (the trainer's autocast, so that cached features equal those the uncached path computes),
+        refused before it is allocated when it would take more than ``max_gib`` (None: half the
+        device's memory)."""
         if not isinstance(datamodule, FeatureRowSource) or not datamodule.feature_rows:
             raise UserError(
                 "model.cache_frozen_features=true needs the project's data module (data=flowers102 or imagefolder) "
@@ -48,7 +55,8 @@ class FeatureCache:
             )
         images = datamodule.feature_images()
         mirrored = images.augmentation == "flip" or embedder.test_time_flip
-        self.build(embedder.backbone.front(), images, device, embedder.to_layout, mirrored)
+        with precision or contextlib.nullcontext():
+            self.build(embedder.backbone.front(), images, device, embedder.to_layout, mirrored, max_gib)
 
     @torch.no_grad()
     def build(
@@ -58,9 +66,11 @@ class FeatureCache:
         device: torch.device,
         to_model_format: Callable[[torch.Tensor], torch.Tensor],
         mirrored: bool,
+        max_gib: float | None = None,
     ) -> None:
         """Run every image through ``front`` (in eval mode), its mirror image too when ``mirrored`` (always
-        for ``crops``), and for ``crops`` its cached crop views."""
+        for ``crops``), and for ``crops`` its cached crop views. The bank holds float32 (16-bit
+        features under autocast are stored exactly)."""
         was_training = front.training
         front.eval()  # frozen blocks: nothing in them may depend on the mode (e.g. stochastic depth)
         crops = images.cached_views if images.augmentation == "crops" else 0
@@ -80,8 +90,10 @@ class FeatureCache:
                                           for picture, index in zip(pictures, catalog_indices)])
                 features = front(to_model_format(inputs))
                 if bank is None:
-                    bank = features.new_zeros((views * images.catalog_size, *features.shape[1:]))
-                bank[indices + view * images.catalog_size] = features
+                    shape = (views * images.catalog_size, *features.shape[1:])
+                    check_bank_size(shape, device, max_gib)
+                    bank = features.new_zeros(shape, dtype=torch.float32)
+                bank[indices + view * images.catalog_size] = features.float()
         front.train(was_training)
         self.bank, self.catalog_size = bank, images.catalog_size
 
@@ -95,6 +107,27 @@ class FeatureCache:
         return rows + self.catalog_size
 
 
+def device_memory_bytes(device: torch.device) -> int:
+    """The memory of ``device``: a GPU's own, or the machine's for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_bank_size(shape: tuple[int, ...], device: torch.device, max_gib: float | None) -> None:
+    """A UserError, before anything is allocated, when a float32 bank of ``shape`` would take more
+    than ``max_gib`` GiB (None: half of ``device``'s memory)."""
+    size = math.prod(shape) * 4
+    limit = device_memory_bytes(device) / 2 if max_gib is None else float(max_gib) * 2**30
+    if size > limit:
+        rows, per_row = shape[0], "x".join(map(str, shape[1:]))
+        raise UserError(
+            f"the frozen-feature bank would take {size / 2**30:.1f} GiB ({rows} rows of {per_row} floats), over "
+            f"{limit / 2**30:.1f} GiB on {device} (model.cache_max_gib); lower data.cached_views or image_size, "
+            "raise model.cache_max_gib, or set model.cache_frozen_features=false"
+        )
+
+
 class FrozenFeatureCache(pl.Callback):
     """Builds the training module's :class:`FeatureCache` from the trainer's data module, once, before
     the first fit, validation or test step, and hands it over (``pl_module.use_feature_cache``)."""
@@ -102,7 +135,8 @@ class FrozenFeatureCache(pl.Callback):
     def _build(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.feature_cache is None:
             cache = FeatureCache()
-            cache.build_for(trainer.datamodule, pl_module.network, pl_module.device)
+            cache.build_for(trainer.datamodule, pl_module.network, pl_module.device,
+                            trainer.precision_plugin.forward_context(), pl_module.cache_max_gib)
             pl_module.use_feature_cache(cache)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

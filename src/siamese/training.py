@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from siamese.checkpoints import check_fits, config_with_overrides, load_checkpoint
+from siamese.distributed import SyncBatchNorm
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.models.module import SiameseModule
@@ -27,6 +28,9 @@ from siamese.files import write_metrics
 from siamese.tables import float_metrics, format_table, log_to_files
 
 log = logging.getLogger(__name__)
+
+# Lightning's precisions that cast the weights themselves (refused: see check_precision)
+TRUE_HALF_PRECISIONS = ("16-true", "bf16-true")
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -66,13 +70,28 @@ def progress_bar_wanted(setting: bool | None) -> bool:
     return bool(setting)
 
 
+def check_precision(precision: Any) -> None:
+    """A UserError for ``trainer.precision`` values that cast the whole model (weights, embeddings,
+    the threshold, the feature bank) to 16 bits: the project trains in float32 or mixed precision."""
+    if str(precision) in TRUE_HALF_PRECISIONS:
+        mixed = "bf16-mixed" if str(precision).startswith("bf16") else "16-mixed"
+        raise UserError(f"trainer.precision={precision} is not supported (the loss, distances and threshold need "
+                        f"float32); use trainer.precision={mixed}, which trains in 16 bits where it is safe")
+
+
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[Any], **arguments: Any) -> pl.Trainer:
     """The configured Trainer. The progress bar callback follows ``trainer.enable_progress_bar``
-    (Lightning refuses a bar callback when the bar is off, so the two are never set by hand)."""
+    (Lightning refuses a bar callback when the bar is off, so the two are never set by hand).
+    ``trainer.sync_batchnorm=true`` converts with :class:`siamese.distributed.SyncBatchNorm`, which
+    keeps timm's norm-and-activation layers whole (Lightning's own converter drops their activation)."""
     check_trainer_arguments(trainer_cfg)
+    check_precision(arguments.get("precision", trainer_cfg.get("precision")))
     show_bar = progress_bar_wanted(trainer_cfg.get("enable_progress_bar"))
     if not show_bar:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if trainer_cfg.get("sync_batchnorm"):
+        arguments["plugins"] = [*instantiate(trainer_cfg.get("plugins") or []), SyncBatchNorm()]
+        arguments["sync_batchnorm"] = False
     return instantiate(trainer_cfg, callbacks=callbacks, enable_progress_bar=show_bar, **arguments)
 
 

@@ -13,6 +13,7 @@ from siamese.data.transforms import Preprocessing
 from siamese.distance import EuclideanDistance, halves
 from siamese.errors import UserError, as_number
 from siamese.models.backbones import Backbone
+from siamese.precision import float32, widened
 
 
 class Embedder(nn.Module):
@@ -94,8 +95,9 @@ class Embedder(nn.Module):
         return self._project(self.backbone.tail(features))
 
     def _project(self, feature_map: torch.Tensor) -> torch.Tensor:
-        embedding = self.head(self.pool(feature_map).flatten(1))
-        return F.normalize(embedding, dim=1) if self.normalize_embedding else embedding
+        with float32(feature_map.device.type):  # under mixed precision too: the embedding is float32
+            embedding = self.head(self.pool(widened(feature_map)).flatten(1))
+            return F.normalize(embedding, dim=1) if self.normalize_embedding else embedding
 
     def pair_distance(
         self, images_a: torch.Tensor, images_b: torch.Tensor,

@@ -10,10 +10,11 @@ from torch import nn
 
 from siamese.all_pairs import Pairs, all_pair_metrics, all_pairs, auroc_and_se
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch
-from siamese.errors import UserError, as_number
+from siamese.errors import UserError, as_number, positive
 from siamese.feature_cache import FeatureCache, FrozenFeatureCache
 from siamese.metrics import FAR_LEVELS, RECALL_KS, Collector, retrieval_metrics, verification_metrics
 from siamese.models.embedder import Embedder
+from siamese.precision import float32, widened
 from siamese.verdict import Verdict, threshold_rule
 
 IMAGE_SETS = ("val", "test", "foreign")  # single images embedded by an evaluation: a split's, or data.foreign's
@@ -122,6 +123,7 @@ class SiameseModule(pl.LightningModule):
         loss_lr: float | None = None,
         calibrate_on: str = "all",
         probe_epochs: int = 0,
+        cache_max_gib: float | None = None,
     ) -> None:
         super().__init__()
         warmup_steps = as_number(warmup_steps, "model.warmup_steps", int)
@@ -166,6 +168,7 @@ class SiameseModule(pl.LightningModule):
         self.embed_images: Callable[[torch.Tensor], torch.Tensor] = network
         self.embed_front_features = network.embed_front_features
         self.cache_frozen_features = bool(cache_frozen_features)
+        self.cache_max_gib = None if cache_max_gib is None else positive(cache_max_gib, "model.cache_max_gib")
         self.feature_cache: FeatureCache | None = None  # handed over by FrozenFeatureCache
         self.last_validation_step: int | None = None  # global step of the last validation epoch of a fit
 
@@ -208,7 +211,8 @@ class SiameseModule(pl.LightningModule):
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         embeddings = self.embed(torch.cat([batch.images_a, batch.images_b]))
-        loss = self.loss(embeddings, torch.cat([batch.class_a, batch.class_b]), batch)
+        with float32(embeddings.device.type):  # a proxy loss's class centres are never cast to 16 bits
+            loss = self.loss(widened(embeddings), torch.cat([batch.class_a, batch.class_b]), batch)
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
