@@ -195,3 +195,18 @@ def tiny_preprocessing():
     from siamese.data.transforms import Preprocessing
 
     return Preprocessing(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file that declares ``width`` x ``height`` grey pixels but holds no image data: what a
+    decompression bomb looks like to anything that reads the header (as every door here does first)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import compose_config, free_port, indexed_gallery, read_rows, run_script
+from helpers import compose_config, free_port, indexed_gallery, read_rows, run_script, write_png_header
 from PIL import Image
 
 from siamese.checkpoints import load_for_use
@@ -66,6 +66,9 @@ def test_bad_input_is_a_message(served, tmp_path, checkpoint):
     text.write_text("not an image")
     with pytest.raises(UserError, match=r"^notes.jpg is not an image \(or is damaged\)"):  # its name alone
         app.compare(text, photos / "rose" / "0.jpg")
+    bomb = write_png_header(tmp_path / "bomb.png", 20_000, 20_000)
+    with pytest.raises(UserError, match=r"^bomb.png is 20000 x 20000 pixels \(400 Mpx\), over the limit of 179 Mpx"):
+        app.compare(photos / "rose" / "0.jpg", bomb)
     with pytest.raises(UserError, match="drop a photo in each"):
         app.compare(None, photos / "rose" / "0.jpg")
     bare = FlowerApp(load_for_use(checkpoint))

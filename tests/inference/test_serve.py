@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from helpers import (ROOT, compose_config, free_port, indexed_gallery, read_rows, run_script, user_error_of,
-                     write_image_folder)
+                     write_image_folder, write_png_header)
 
 from siamese.checkpoints import load_for_use
 from siamese.commands.serve import QuietMonitorWhenStopping, byte_size
@@ -100,10 +100,13 @@ def test_routes_give_verify_pys_and_search_pys_numbers(server, checkpoint, tmp_p
     assert embedded["dim"] == model.embedder.embedding_dim
     assert torch.allclose(torch.tensor(embedded["embeddings"]), embed_files(model, [a, b]), atol=1e-5)
 
-    health = httpx.get(f"{url}/health").json()  # no token needed
-    assert health["ready"] is True and health["checkpoint"] == str(model.path)
-    assert health["fingerprint"] == model.fingerprint and health["index"] == str(index)
+    health = httpx.get(f"{url}/health").json()  # no token needed, and then no server paths shown
+    assert health["ready"] is True and health["checkpoint"] == model.path.name
+    assert health["fingerprint"] == model.fingerprint and health["index"] == index.name
     assert health["index_checksum"] == Gallery.load(index).checksum and health["gallery_images"] == 11
+    assert str(model.path.parent) not in str(health) and str(index.parent) not in str(health)
+    health = httpx.get(f"{url}/health", headers=AUTH).json()  # the token's bearer sees where they lie
+    assert health["checkpoint"] == str(model.path) and health["index"] == str(index)
 
 
 def test_bad_requests_get_a_4xx_and_one_line_and_the_server_goes_on(server, tmp_path):
@@ -113,6 +116,7 @@ def test_bad_requests_get_a_4xx_and_one_line_and_the_server_goes_on(server, tmp_
     notes.write_text("not an image")
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(300_000))
+    bomb = write_png_header(tmp_path / "bomb.png", 20_000, 20_000)  # 400 Mpx declared in 57 bytes
     cases = {
         "no token": (httpx.post(f"{url}/verify", files=files(image_a=a, image_b=a)), 401, "bearer token"),
         "wrong token": (httpx.post(f"{url}/embed", files=files(image=a), headers={"Authorization": "Bearer no"}),
@@ -120,6 +124,9 @@ def test_bad_requests_get_a_4xx_and_one_line_and_the_server_goes_on(server, tmp_
         "not an image": (httpx.post(f"{url}/verify", files=files(image_a=notes, image_b=a), headers=AUTH), 400,
                          "image_a (notes.jpg) is not an image"),
         "too big": (httpx.post(f"{url}/embed", files=files(image=big), headers=AUTH), 413, "too large"),
+        "too many pixels": (httpx.post(f"{url}/verify", files=files(image_a=bomb, image_b=a), headers=AUTH), 400,
+                            "image_a (bomb.png) is 20000 x 20000 pixels (400 Mpx), over the limit of 179 Mpx; "
+                            "shrink it, or raise max_pixels"),
         "missing field": (httpx.post(f"{url}/verify", files=files(image_a=a), headers=AUTH), 400,
                           "exactly one image in the field 'image_b'"),
         "not base64": (httpx.post(f"{url}/search", json={"image": "%%%"}, headers=AUTH), 400, "base64"),

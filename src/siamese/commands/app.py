@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from siamese.checkpoints import load_for_use
 from siamese.entry import Stopped, stop_on_signals
+from siamese.data.io import set_max_pixels
 from siamese.errors import UserError, as_number
 from siamese.inference.gallery import open_gallery
 from siamese.inference.search import check_k
@@ -23,6 +24,7 @@ def serve_app(cfg: DictConfig) -> None:
     from siamese.inference.page import build_page
 
     port = as_number(cfg.port, "port", int)
+    set_max_pixels(cfg.max_pixels)
     k = check_k(cfg.k)
     with stop_on_signals("while loading the model"):
         if cfg.index:

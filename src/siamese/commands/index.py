@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from siamese.checkpoints import load_for_use
 from siamese.entry import Stopped, stop_on_signals
+from siamese.data.io import set_max_pixels
 from siamese.errors import UserError, as_number
 from siamese.files import check_output_file
 from siamese.inference.gallery import Gallery, open_gallery
@@ -32,6 +33,7 @@ def build_index(cfg: DictConfig) -> Gallery:
     ``<out>.progress``; the same command continues from there."""
     if cfg.merge_shards:
         return _merge(Path(cfg.out))
+    set_max_pixels(cfg.max_pixels)
     if cfg.images is None:
         raise UserError("give the folder to embed: images=<folder of images>")
     whole, folder = Path(cfg.out), Path(cfg.images)

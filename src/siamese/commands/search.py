@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from siamese.entry import stop_on_signals
+from siamese.data.io import set_max_pixels
 from siamese.errors import as_number
 from siamese.files import check_output_file
 from siamese.inference.embedding import embed_files
@@ -34,6 +35,7 @@ def search(cfg: DictConfig) -> Path:
     check_output_file(out)
     if cfg.sheet and not cfg.identify:
         check_output_file(Path(cfg.sheet), "sheet")
+    set_max_pixels(cfg.max_pixels)
     queries = read_queries(Path(cfg.query))
     gallery, model = open_gallery(index_path, cfg.ckpt_path, cfg.device, cfg.threshold)
     verdict = model.verdict

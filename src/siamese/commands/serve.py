@@ -8,10 +8,12 @@ import re
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from siamese.data.io import set_max_pixels
 from siamese.errors import UserError, as_number, positive
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
@@ -64,6 +66,17 @@ def health(model, gallery, settings) -> dict[str, Any]:
     }
 
 
+SERVER_PATHS = ("checkpoint", "index")  # what /health shows of the server's files only to a token's bearer
+
+
+def shown_health(loaded: dict[str, Any], authorized: bool) -> dict[str, Any]:
+    """``loaded`` as ``GET /health`` answers it: to a request without the server's token (when one is
+    set), the checkpoint and index by file name only, not where they lie on the server."""
+    if authorized:
+        return loaded
+    return {key: (Path(value).name if key in SERVER_PATHS and value else value) for key, value in loaded.items()}
+
+
 def build_server(cfg: DictConfig):
     """The LitServer of ``cfg`` (not yet running) and the line that says what it serves."""
     try:
@@ -76,7 +89,11 @@ def build_server(cfg: DictConfig):
     from starlette.exceptions import HTTPException
 
     from siamese.inference.search import check_k
-    from siamese.inference.service import EmbedAPI, QueueLimit, SearchAPI, ServeSettings, VerifyAPI, load_model
+    from fastapi import Depends
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    from siamese.inference.service import (BEARER, EmbedAPI, QueueLimit, SearchAPI, ServeSettings, VerifyAPI,
+                                           check_token, load_model)
     from siamese.knn import resolve_backend
 
     if not cfg.ckpt_path and not cfg.index:
@@ -86,6 +103,7 @@ def build_server(cfg: DictConfig):
         ckpt_path=str(cfg.ckpt_path) if cfg.ckpt_path else None, index=str(cfg.index) if cfg.index else None,
         threshold=None if cfg.threshold is None else as_number(cfg.threshold, "threshold"), backend=cfg.backend,
         default_k=check_k(cfg.k), max_images=as_number(cfg.max_images, "max_images", int),
+        max_pixels=set_max_pixels(cfg.max_pixels),
     )
     batch = as_number(cfg.max_batch_size, "max_batch_size", int)
     if batch < 1:
@@ -116,10 +134,15 @@ def build_server(cfg: DictConfig):
     server.app.add_exception_handler(RequestValidationError, one_line_error)
 
     @server.app.get("/health")
-    async def report_health():
+    async def report_health(credentials: HTTPAuthorizationCredentials | None = Depends(BEARER)):
         statuses = dict(server.workers_setup_status or {})
         ready = bool(statuses) and all(value == WorkerSetupStatus.READY for value in statuses.values())
-        return JSONResponse({"ready": ready, **loaded}, status_code=200 if ready else 503)
+        try:
+            check_token(token, credentials)
+            authorized = True
+        except HTTPException:
+            authorized = False
+        return JSONResponse({"ready": ready, **shown_health(loaded, authorized)}, status_code=200 if ready else 503)
 
     gallery_note = f", gallery {cfg.index} ({len(gallery)} images)" if gallery is not None else ", no gallery"
     line = (f"{loaded['backbone']} from {model.path}{gallery_note}; threshold {loaded['threshold']:.4f} "

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from siamese.checkpoints import load_for_use
+from siamese.data.io import set_max_pixels
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.inference.embedding import pair_distances
@@ -19,6 +20,7 @@ def verify(cfg: DictConfig) -> None:
     single = cfg.image_a is not None or cfg.image_b is not None
     if single == (cfg.pairs is not None) or (single and (cfg.image_a is None or cfg.image_b is None)):
         raise UserError("give either image_a=... and image_b=..., or pairs=<csv>")
+    set_max_pixels(cfg.max_pixels)
     model = load_for_use(cfg.ckpt_path, device=cfg.device, threshold=cfg.threshold)
     verdict = model.verdict
     if single:

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
 from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row, training_view
-from siamese.data.io import image_problem
+from siamese.data.io import image_problem, set_max_pixels
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_image_folder, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
@@ -163,6 +163,7 @@ class PairDataModule(pl.LightningDataModule):
         val_all_pairs: bool = True,
         foreign: str | None = None,
         cached_views: int = 8,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__()
         check(dataset in SOURCES, f"unknown data.dataset '{dataset}'; choose one of: {', '.join(SOURCES)}")
@@ -227,6 +228,7 @@ class PairDataModule(pl.LightningDataModule):
         self.pairs_per_class = pairs_per_class
         self.m_per_class = m_per_class
         self.on_bad_image = on_bad_image
+        self.max_pixels = set_max_pixels(max_pixels)  # workers forked from here inherit it
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir else Path(root) / ".cache"
         self.num_workers = int(num_workers)

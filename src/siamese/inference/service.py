@@ -32,7 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 
 from siamese.checkpoints import TrainedModel, load_for_use
-from siamese.data.io import read_upload
+from siamese.data.io import read_upload, set_max_pixels
 from siamese.errors import UserError
 from siamese.inference.embedding import embed_images
 from siamese.inference.gallery import Gallery, open_gallery
@@ -68,6 +68,7 @@ class ServeSettings:
     backend: str = "torch"
     default_k: int = 8
     max_images: int = 32
+    max_pixels: int | None = None  # None: Pillow's limit
 
 
 def load_model(settings: ServeSettings, device: str = "cpu") -> tuple[TrainedModel, Gallery | None]:
@@ -151,6 +152,7 @@ class SiameseAPI(ls.LitAPI):
         # Ctrl-C reaches every process of the terminal; the main process stops this worker itself
         # (a worker interrupted on its own would print a traceback).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        set_max_pixels(self.settings.max_pixels)  # a spawned worker starts with the default
         self.model, self.gallery = load_model(self.settings, device)
         self.backend = resolve_backend(self.settings.backend)
         self.transform = self.model.embedder.preprocessing.transform()
