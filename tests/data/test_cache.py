@@ -79,3 +79,38 @@ def test_unwritable_cache_dir_is_one_clear_error(tiny_flowers, tmp_path):
         datamodule(tiny_flowers, cache="disk", cache_dir=str(blocker / "cache"))
     with pytest.raises(UserError, match="unknown data.cache 'ram'; choose one of: none, memory, disk"):
         datamodule(tiny_flowers, cache="ram")
+
+
+def test_the_disk_cache_is_written_once_in_prepare_data_and_read_by_every_rank(tiny_flowers, tmp_path):
+    options = dict(root=str(tiny_flowers), download=False, image_size=32, batch_size=4, num_workers=0,
+                   augmentation="none", cache="disk", cache_dir=str(tmp_path))
+    first = PairDataModule(**{**IMAGENET, **options})
+    first.prepare_data()  # Lightning runs it in one process per machine, before any setup
+    (written,) = list(tmp_path.glob("*.uint8"))
+    stamp = written.stat().st_mtime_ns
+    other_rank = PairDataModule(**{**IMAGENET, **options})
+    other_rank.setup("fit")
+    first.setup("fit")
+    assert list(tmp_path.glob("*.uint8")) == [written] and written.stat().st_mtime_ns == stamp  # read, not rewritten
+    assert torch.equal(other_rank.images[int(other_rank.splits["val"][0])],
+                       first.images[int(first.splits["val"][0])])
+
+
+def test_auto_workers_share_the_cores_among_a_machines_ranks(tiny_flowers, monkeypatch):
+    from types import SimpleNamespace
+
+    from siamese.data import workers
+
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert workers.auto_workers() == 8 and workers.auto_workers(4) == 3 and workers.auto_workers(32) == 0
+    data = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, augmentation="none",
+                          num_workers="auto")
+    assert data.num_workers == 8
+    data.trainer = SimpleNamespace(num_devices=4)  # 4 DDP ranks on this machine
+    data.setup("fit")
+    assert data.num_workers == 3
+    fixed = PairDataModule(**IMAGENET, root=str(tiny_flowers), download=False, image_size=32, augmentation="none",
+                           num_workers=2)
+    fixed.trainer = SimpleNamespace(num_devices=4)
+    fixed.setup("fit")
+    assert fixed.num_workers == 2  # a number is the user's

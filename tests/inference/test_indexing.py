@@ -150,3 +150,23 @@ def test_shard_mistakes_are_one_line(overrides, message, checkpoint, photos, tmp
         report_user_errors(build_index)(compose_config(
             "index", [f"ckpt_path={checkpoint}", f"images={photos}", f"out={tmp_path / 'g.pt'}", *overrides]))
     assert message in capsys.readouterr().err
+
+
+def test_a_sync_with_nothing_new_starts_no_trainer(index_file, checkpoint, gallery_dir, tmp_path, monkeypatch,
+                                                   capsys):
+    import siamese.commands.index as commands
+
+    folder = tmp_path / "photos"
+    shutil.copytree(gallery_dir, folder)
+    commands.build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={folder}",
+                                                  f"out={index_file}", "overwrite=true"]))
+    capsys.readouterr()
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("a Trainer was started with nothing to embed")
+
+    monkeypatch.setattr(commands, "predict_trainer", no_trainer)
+    commands.build_index(compose_config("index", [f"images={folder}", f"out={index_file}", "sync=true"]))
+    captured = capsys.readouterr()
+    assert "added 0, re-embedded 0 changed, dropped 0 gone, skipped 11 unchanged" in captured.out
+    assert "DataLoader" not in captured.out + captured.err

@@ -193,6 +193,25 @@ def test_a_stop_silences_litservers_worker_monitor_and_nothing_else():
     assert not logged_from("litserve-monitoring") and logged_from("MainThread")
 
 
+def test_a_gpu_device_is_the_one_litserve_serves_on(checkpoint, monkeypatch):
+    import litserve
+
+    from siamese.commands.serve import build_server, serving_devices
+
+    assert serving_devices("cpu") == ("cpu", 1) and serving_devices("cuda") == ("cuda", 1)
+    assert serving_devices("cuda:1") == ("cuda", [1])  # GPU 1, not GPU 0
+    given = {}
+
+    def recording_server(apis, **arguments):
+        given.update(arguments)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(litserve, "LitServer", recording_server)
+    with pytest.raises(RuntimeError, match="recorded"):
+        build_server(compose_config("serve", [f"ckpt_path={checkpoint}", "device=cuda:1"]))
+    assert (given["accelerator"], given["devices"]) == ("cuda", [1])
+
+
 def test_bad_settings_are_one_line(checkpoint, tmp_path):
     """Refused before any worker starts (in this process: serve() raises before it would serve)."""
     import socket
@@ -206,6 +225,8 @@ def test_bad_settings_are_one_line(checkpoint, tmp_path):
         (f"ckpt_path={tmp_path / 'none.ckpt'}",): "none.ckpt",
         (f"ckpt_path={checkpoint}", "backend=annoy"): "unknown backend 'annoy'",
         (f"ckpt_path={checkpoint}", "max_upload=lots"): "max_upload must be a size",
+        (f"ckpt_path={checkpoint}", "device=gpu1"): "device must be cpu, cuda or cuda:I (the I-th GPU), got 'gpu1'",
+        (f"ckpt_path={checkpoint}", "max_pixels=0"): "max_pixels must be a positive number of pixels",
     }
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

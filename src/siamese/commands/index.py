@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
+import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from siamese.checkpoints import load_for_use
-from siamese.entry import Stopped, stop_on_signals
 from siamese.data.io import set_max_pixels
+from siamese.entry import Stopped, stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.files import check_output_file
 from siamese.inference.gallery import Gallery, open_gallery
@@ -40,8 +40,15 @@ def build_index(cfg: DictConfig) -> Gallery:
     batch_size = as_number(cfg.batch_size, "batch_size", int)
     check_output_file(whole)
     shard = parse_shard(cfg.shard)
-    trainer = predict_trainer(cfg.trainer, cfg.device)
-    processes = trainer.world_size
+    trainers: list[pl.Trainer] = []  # made when there is something to embed (or several processes to start)
+
+    def trainer_for() -> pl.Trainer:
+        if not trainers:
+            trainers.append(predict_trainer(cfg.trainer, cfg.device))
+        return trainers[0]
+
+    one_device = cfg.trainer.devices == 1 and cfg.trainer.num_nodes == 1
+    processes = 1 if one_device else trainer_for().world_size
     if processes > 1:  # every process embeds its shard, the first merges them
         if shard != (0, 1) or cfg.sync:
             raise UserError("trainer.devices>1 splits the folder itself into a new index: drop shard= and sync=true")
@@ -49,29 +56,35 @@ def build_index(cfg: DictConfig) -> Gallery:
             raise UserError(f"index {whole} exists; overwrite=true replaces it")
         # every image checked here, in every process: one process failing alone would leave the others waiting
         check_images([folder / path for path in images_of(folder)], folder)
-        shard = (trainer.global_rank, processes)
+        shard = (trainer_for().global_rank, processes)
     out = whole
     if shard != (0, 1):
         if cfg.sync:
             raise UserError("shard= builds a new index in parts; sync=true updates a whole one: use one of them")
         out = shard_file(whole, *shard)
     saved = progress_file(out)
+    # several processes: each loads its copy where its rank embeds (cuda:<local rank>), not all on cuda:0
+    device = str(trainer_for().strategy.root_device) if processes > 1 else cfg.device
     if saved.is_file():
-        gallery, model = open_gallery(saved, cfg.ckpt_path, cfg.device)
+        gallery, model = open_gallery(saved, cfg.ckpt_path, device)
         print(f"continuing from {saved} ({len(gallery)} images embedded before)")
     elif cfg.sync or (processes > 1 and out.is_file()):  # a shard an earlier run finished: kept
-        gallery, model = open_gallery(out, cfg.ckpt_path, cfg.device)
+        gallery, model = open_gallery(out, cfg.ckpt_path, device)
     else:
         if out.exists() and not cfg.overwrite:
             raise UserError(f"index {out} exists; sync=true brings it in line with the folder, overwrite=true replaces it")
         if cfg.ckpt_path is None:
             raise UserError("give the checkpoint to embed with: ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-        model = load_for_use(cfg.ckpt_path, device=cfg.device)
+        model = load_for_use(cfg.ckpt_path, device=device)
         gallery = new_gallery(model, folder)
+
+    def embed(paths, *arguments) -> None:
+        if paths or processes > 1:  # every process of several takes part, with or without files
+            predict_files(trainer_for(), model, paths, *arguments)
+
     try:
         with stop_on_signals():
-            counts = sync_folder(gallery, partial(predict_files, trainer, model), folder, batch_size,
-                                 checkpoint=lambda g: g.save(saved), shard=shard)
+            counts = sync_folder(gallery, embed, folder, batch_size, checkpoint=lambda g: g.save(saved), shard=shard)
     except Stopped:
         gallery.save(saved)
         print(f"{len(gallery)} embedded images kept in {saved}; run the same command again to continue")
@@ -83,6 +96,7 @@ def build_index(cfg: DictConfig) -> Gallery:
         f"{counts.updated} changed, dropped {counts.dropped} gone, skipped {counts.unchanged} unchanged"
     )
     if processes > 1:
+        trainer = trainer_for()
         trainer.strategy.barrier("index shards written")
         if trainer.global_rank == 0:
             return _merge(whole)

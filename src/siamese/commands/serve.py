@@ -77,6 +77,16 @@ def shown_health(loaded: dict[str, Any], authorized: bool) -> dict[str, Any]:
     return {key: (Path(value).name if key in SERVER_PATHS and value else value) for key, value in loaded.items()}
 
 
+def serving_devices(device: object) -> tuple[str, int | list[int]]:
+    """LitServe's ``accelerator`` and ``devices`` for ``device``: cpu, cuda (GPU 0) or cuda:I (GPU I alone)."""
+    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device))
+    if not match or (match.group(1) == "cpu" and match.group(2)):
+        raise UserError(f"device must be cpu, cuda or cuda:I (the I-th GPU), got {device!r}")
+    if match.group(1) == "cpu":
+        return "cpu", 1
+    return "cuda", [int(match.group(2))] if match.group(2) else 1
+
+
 def build_server(cfg: DictConfig):
     """The LitServer of ``cfg`` (not yet running) and the line that says what it serves."""
     try:
@@ -114,12 +124,13 @@ def build_server(cfg: DictConfig):
     workers = as_number(cfg.workers, "workers", int)
     if queue < 1 or workers < 1:
         raise UserError(f"max_queue and workers must be at least 1, got {queue} and {workers}")
+    accelerator, devices = serving_devices(cfg.device)
     model, gallery = load_model(settings, "cpu")  # fails here, in one line, on a bad checkpoint or index
     loaded = health(model, gallery, settings)
     token = str(cfg.token) if cfg.token else None
     apis = [kind(settings, token, batch, batch_timeout) for kind in (EmbedAPI, VerifyAPI, SearchAPI)]
     server = ls.LitServer(
-        apis, accelerator="cuda" if str(cfg.device).startswith("cuda") else "cpu", devices=1,
+        apis, accelerator=accelerator, devices=devices,
         workers_per_device=workers, timeout=timeout, max_payload_size=byte_size(cfg.max_upload, "max_upload"),
         healthcheck_path="/ready", middlewares=[(QueueLimit, {"limit": queue})],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,6 +18,7 @@ from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
 from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row, training_view
 from siamese.data.io import image_problem, set_max_pixels
+from siamese.data.workers import auto_workers
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_image_folder, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
@@ -120,7 +120,8 @@ class PairDataModule(pl.LightningDataModule):
     ``cache``: ``none`` decodes and resizes every image each time it is used; ``memory`` does it
     once into shared memory; ``disk`` once into a file in ``cache_dir`` (default
     ``<root>/.cache``) that later runs with the same images and ``image_size`` reuse.
-    ``num_workers="auto"``: one DataLoader worker per core but one (at most 8);
+    ``num_workers="auto"``: one DataLoader worker per core but one (at most 8), the cores divided
+    by the processes on the machine (DDP ranks);
     ``pin_memory="auto"``: on when CUDA is available.
 
     ``mean`` and ``std`` normalise the images (the configs resolve them from the backbone);
@@ -177,8 +178,9 @@ class PairDataModule(pl.LightningDataModule):
         image_size = as_number(image_size, "image_size", int)
         check(image_size >= 32, f"image_size must be at least 32 pixels (the backbones downsample 32 times), got {image_size}")
         check(cache in CACHE_KINDS, f"unknown data.cache '{cache}'; choose one of: {', '.join(CACHE_KINDS)}")
-        if num_workers == "auto":
-            num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
+        self.auto_workers = num_workers == "auto"  # resolved again in setup, by the processes per machine
+        if self.auto_workers:
+            num_workers = auto_workers()
         num_workers = as_number(num_workers, "data.num_workers", int)
         check(num_workers >= 0, f"data.num_workers must be 0 or more (or auto), got {num_workers}")
         if pin_memory == "auto":
@@ -257,8 +259,11 @@ class PairDataModule(pl.LightningDataModule):
         return self.preprocessing.std
 
     def prepare_data(self) -> None:
-        # Runs on one process only: the place to download.
+        # Runs in one process per machine only: the place to download, and to write the disk cache,
+        # which the other processes (DDP ranks) then read instead of each writing its own.
         load_source(self.dataset, self.root, self.download)
+        if self.cache == "disk":
+            self._load()
 
     def setup(self, stage: str | None = None) -> None:
         if self.split == "all" and stage in ("fit", "validate"):
@@ -266,8 +271,14 @@ class PairDataModule(pl.LightningDataModule):
                 "data.split=all makes every image a test image, for src/eval.py on a trained checkpoint; "
                 "to train or validate choose data.split=stratified, unseen_classes or official"
             )
+        self._load()
+
+    def _load(self) -> None:
+        """The catalog, its splits and pair samplers, and the image store (once)."""
         if self.catalog is not None:
             return
+        if self.auto_workers and self.trainer is not None:  # the cores are shared by this machine's ranks
+            self.num_workers = auto_workers(self.trainer.num_devices)
         catalog = load_source(self.dataset, self.root, self.download)
         splits = split_indices(catalog, self.split, self.split_fractions, self.seed, self.class_split_fractions)
         bad = self._bad_images(catalog)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from siamese.checkpoints import TrainedModel
 from siamese.data.io import read_rgb
+from siamese.data.workers import auto_workers
 from siamese.entry import lightning_info_hidden
 from siamese.errors import UserError, as_number
 from siamese.inference.progress import Progress
@@ -102,7 +103,10 @@ def predict_files(
     writer = EmbeddingWriter(on_batch, progress)
     trainer.callbacks.append(writer)
     try:
-        loader = DataLoader(ImageFiles(paths, model), batch_size=batch_size, shuffle=False)
+        on_gpu = trainer.strategy.root_device.type == "cuda"  # the CPU embeds itself otherwise: no decoding workers
+        workers = auto_workers(trainer.num_devices) if on_gpu and paths else 0
+        loader = DataLoader(ImageFiles(paths, model), batch_size=batch_size, shuffle=False, num_workers=workers,
+                            pin_memory=on_gpu)
         with lightning_info_hidden():
             trainer.predict(EmbedderModule(model), loader, return_predictions=False)
     finally:
