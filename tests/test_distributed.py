@@ -7,9 +7,6 @@ import numpy as np
 import pytest
 import torch
 from helpers import compose_train, run_script, tiny_overrides, write_flowers102
-from lightning_fabric.utilities.distributed import (
-    DistributedSamplerWrapper,  # what Lightning wraps samplers in
-)
 
 from siamese.data.pairs import PairSampler
 from siamese.models.module import in_order
@@ -17,16 +14,50 @@ from siamese.models.module import in_order
 
 def test_each_rank_gets_its_own_share_of_the_training_pairs():
     labels = np.repeat(np.arange(5), 4)
-    sampler = PairSampler(np.arange(20), labels, seed=3)
-    epoch_pairs = {key[:3] for key in sampler}
+    epoch_pairs = {key[:3] for key in PairSampler(np.arange(20), labels, seed=3)}
     shards = []
     for rank in (0, 1):
-        wrapped = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=True, seed=3)
-        wrapped.set_epoch(0)
-        shards.append([key[:3] for key in wrapped])
+        sampler = PairSampler(np.arange(20), labels, seed=3, num_replicas=2, rank=rank)
+        sampler.set_epoch(0)
+        shards.append([key[:3] for key in sampler])
     assert len(shards[0]) == len(shards[1]) == len(epoch_pairs) // 2
     assert set(shards[0]).isdisjoint(shards[1])
     assert set(shards[0]) | set(shards[1]) == epoch_pairs
+
+
+def test_lightning_leaves_the_pair_sampler_unwrapped_and_hands_it_the_epoch():
+    from lightning_fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    sampler = PairSampler(np.arange(20), np.repeat(np.arange(5), 4), seed=3)
+    assert isinstance(sampler, DistributedSampler)  # what Lightning's DDP takes as already sharded
+    loader = DataLoader(list(range(40)), sampler=sampler)
+    first = [key[:3] for key in sampler]
+    _set_sampler_epoch(loader, 1)  # as Lightning's fit loop does at every epoch
+    assert sampler.epoch == 1 and [key[:3] for key in sampler] != first
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_class_balanced_batches_stay_balanced_on_every_rank(replicas):
+    labels = np.repeat(np.arange(12), 6)
+    m, batch = 4, 8
+    whole = PairSampler(np.arange(72), labels, pairs_per_class=4, seed=5, m_per_class=m)
+    shares = []
+    for rank in range(replicas):
+        sampler = PairSampler(np.arange(72), labels, pairs_per_class=4, seed=5, m_per_class=m,
+                              num_replicas=replicas, rank=rank)
+        sampler.set_epoch(2)
+        keys = list(sampler)
+        assert len(keys) == len(sampler) == -(-len(whole) // replicas)  # the same number of batches everywhere
+        shares.append(keys)
+        for start in range(0, len(keys) - batch + 1, batch):
+            positives = [key for key in keys[start : start + batch] if key.same]
+            kinds = {int(labels[key.index_a]) for key in positives}
+            assert len(positives) == batch // 2 and len(kinds) == batch // m  # m images of each kind shown
+    unique = [{key.position for key in share} for share in shares]
+    assert all(a.isdisjoint(b) for i, a in enumerate(unique) for b in unique[i + 1:])  # no pair on two ranks
+    whole.set_epoch(2)
+    assert set().union(*unique) == {key.position for key in whole}
 
 
 def test_gathered_scores_are_put_back_in_order_without_repeats():
@@ -127,3 +158,35 @@ def test_sync_batchnorm_true_uses_the_timm_aware_converter(tmp_path):
     assert isinstance(trainer.strategy._layer_sync, SyncBatchNorm)  # not Lightning's TorchSyncBatchNorm
     cfg = compose_train(["trainer=ddp_cpu"], tmp_path)
     assert not cfg.trainer.sync_batchnorm
+
+
+@pytest.mark.slow  # about a minute: two gloo processes
+def test_a_linear_probe_trains_under_ddp_with_the_projects_strategy(tmp_path):
+    data = write_flowers102(tmp_path / "data", classes=(1, 2, 5), per_class=7)
+    run = tmp_path / "run"
+    result = run_script("src/train.py", *tiny_overrides(data), "trainer=ddp_cpu", "model.probe_epochs=1",
+                        "trainer.max_epochs=2", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["epochs_trained"] == 2
+
+
+def test_the_all_pairs_scoring_runs_on_rank_0_alone_and_reaches_every_rank():
+    from types import SimpleNamespace
+
+    from siamese.models.module import SiameseModule
+
+    calls = []
+
+    def score():
+        calls.append(1)
+        return {"val_all_auroc": 0.75}
+
+    for rank in (0, 1):  # what each rank of two sees: rank 0 computes, the broadcast hands its result over
+        sent = []
+        strategy = SimpleNamespace(broadcast=lambda value, src: sent.append(value) or {"val_all_auroc": 0.75})
+        module = SiameseModule.__new__(SiameseModule)
+        object.__setattr__(module, "_trainer", SimpleNamespace(world_size=2, is_global_zero=rank == 0,
+                                                               strategy=strategy))
+        assert module._once(score) == {"val_all_auroc": 0.75}
+        assert sent == [{"val_all_auroc": 0.75} if rank == 0 else None]
+    assert len(calls) == 1

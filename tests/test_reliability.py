@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 import sys
 from pathlib import Path
 from urllib.error import URLError
@@ -104,6 +105,19 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(tiny_flowers, tmp_pa
     assert "the training loss became nan at epoch 1, step 3" in message  # 2 steps per epoch
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow  # about a minute: two gloo processes
+def test_a_nan_loss_on_one_ddp_rank_stops_every_rank_with_the_one_line(tiny_flowers, tmp_path):
+    started = time.monotonic()
+    result = run_with_tests_on_path(*train_command(tiny_flowers, tmp_path, "trainer=ddp_cpu",
+                                                   "model.loss._target_=helpers.doubles.NaNOnRank", "+model.loss.step=2"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    tail = " at epoch 1, step 1; lower the learning rate (model.optimizer.lr) — the checkpoints saved so far are kept"
+    assert sorted(lines) == [f"error: the training loss became nan{tail}",  # rank 1's own
+                             f"error: the training loss became not finite on another process{tail}"]  # rank 0
+    assert "Traceback" not in result.stderr and time.monotonic() - started < 240  # no collective timed out
 
 
 def train_command(data_root, run_dir, *extra):

@@ -96,7 +96,17 @@ class HydraJobLauncher(_SubprocessScriptLauncher or object):
 
 
 class HydraDDPStrategy(DDPStrategy):
-    """``DDPStrategy`` whose ranks are started by :class:`HydraJobLauncher` (``trainer=ddp``, ``trainer=ddp_cpu``)."""
+    """``DDPStrategy`` whose ranks are started by :class:`HydraJobLauncher` (``trainer=ddp``, ``trainer=ddp_cpu``).
+
+    A module that trains some parameters only in some epochs (``model.probe_epochs``: the head
+    alone first) leaves DDP with parameters that get no gradient; DDP then needs
+    ``find_unused_parameters``, which this strategy sets for such a module unless it was given.
+    """
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        if getattr(self.lightning_module, "probe_epochs", 0) > 0:
+            self._ddp_kwargs.setdefault("find_unused_parameters", True)
+        return super()._setup_model(model)
 
     def _configure_launcher(self) -> None:
         check_launcher_api()

@@ -92,3 +92,19 @@ class LastCheckpointEpochs(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         exists = os.path.exists(self.path)
         self.seen.append(torch.load(self.path, weights_only=True)["epoch"] if exists else None)
+
+
+class NaNOnRank(ContrastiveLoss):
+    """The contrastive loss, NaN on DDP rank ``rank`` from its ``step``-th training step on."""
+
+    def __init__(self, margin: float = 1.0, miner=None, rank: int = 1, step: int = 2) -> None:
+        super().__init__(margin, miner)
+        self.rank, self.step, self.calls = rank, step, 0
+
+    def forward(self, embeddings, labels, batch):
+        loss = super().forward(embeddings, labels, batch)
+        if self.training and torch.distributed.is_initialized() and torch.distributed.get_rank() == self.rank:
+            self.calls += 1
+            if self.calls >= self.step:
+                return loss * torch.tensor(float("nan"))
+        return loss

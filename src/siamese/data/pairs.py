@@ -9,7 +9,8 @@ import warnings
 from typing import Iterator
 
 import numpy as np
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import DistributedSampler
 
 from siamese.data.batches import PairKey
 from siamese.errors import UserError
@@ -27,7 +28,14 @@ def default_pairs_per_class(labels: np.ndarray) -> int:
     return int(sizes.min()) - 1 if len(sizes) else 0
 
 
-class PairSampler(Sampler[Pair]):
+def process_group_place() -> tuple[int, int]:
+    """(rank, number of processes) of this process in torch.distributed's group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class PairSampler(DistributedSampler):
     """Balanced pairs over ``indices`` (catalog indices whose classes are ``labels``).
 
     Each class with at least two images gives ``pairs_per_class`` distinct positive pairs
@@ -46,6 +54,13 @@ class PairSampler(Sampler[Pair]):
     sample's augmentation, so that what an epoch sees does not depend on workers, on other uses
     of the global random state, or on whether the run was resumed; and the pair's position in
     the epoch, so that scores gathered from several processes can be put back in pair order.
+
+    Under DDP each process iterates its own share of the epoch's pairs (``rank`` of
+    ``num_replicas``; by default its place in torch.distributed's group when iteration starts): the
+    runs of ``m_per_class`` (or single pairs) dealt out in turn, so every rank's batches stay
+    class-balanced and the ranks' shares are disjoint; a share shorter than the longest is topped
+    up with its own first pairs, so every rank runs the same number of batches. It is a
+    ``DistributedSampler``, so Lightning neither wraps nor reshuffles it, and hands it ``set_epoch``.
     """
 
     def __init__(
@@ -57,7 +72,12 @@ class PairSampler(Sampler[Pair]):
         stream: str = "train",
         resample: bool = True,
         m_per_class: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
+        # DistributedSampler's own __init__ is not called: it needs a dataset and a process group now.
+        self.num_replicas, self.rank = num_replicas, rank
+        self.shuffle, self.drop_last = resample, False
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.indices) != len(self.labels):
@@ -105,26 +125,45 @@ class PairSampler(Sampler[Pair]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def _place(self) -> tuple[int, int]:
+        """(rank, number of processes) this sampler shares the pairs among."""
+        rank, replicas = process_group_place()
+        replicas = replicas if self.num_replicas is None else int(self.num_replicas)
+        rank = rank if self.rank is None else int(self.rank)
+        return rank, replicas
+
     def __len__(self) -> int:
-        return 2 * self.pairs_per_class * len(self.pair_classes)
+        total = 2 * self.pairs_per_class * len(self.pair_classes)
+        return -(-total // self._place()[1])  # the longest share, which every share is topped up to
 
     def __iter__(self) -> Iterator[PairKey]:
-        pairs, seeds = self._epoch()
-        return iter([PairKey(*pair, seed, position) for position, (pair, seed) in enumerate(zip(pairs, seeds))])
+        pairs, seeds, units = self._epoch()
+        keys = [PairKey(*pair, seed, position) for position, (pair, seed) in enumerate(zip(pairs, seeds))]
+        rank, replicas = self._place()
+        if replicas == 1:
+            return iter(keys)
+        bounds = np.cumsum([0, *units])
+        share = [key for unit in range(rank, len(units), replicas) for key in keys[bounds[unit] : bounds[unit + 1]]]
+        size = len(self)
+        if not share:  # more processes than runs
+            share = keys[:1]
+        return iter((share * (-(-size // len(share))))[:size])
 
     def pairs(self) -> list[Pair]:
         """The pairs of the current epoch (of epoch 0 when not resampling), in sampling order."""
         return self._epoch()[0]
 
-    def _epoch(self) -> tuple[list[Pair], list[int]]:
+    def _epoch(self) -> tuple[list[Pair], list[int], list[int]]:
+        """The epoch's pairs, their augmentation seeds, and the sizes of the runs that stay together
+        on one process (``m_per_class`` runs, or single pairs)."""
         epoch = self.epoch if self.resample else 0
         if self._cache is None or self._cache[0] != epoch:
             rng = np.random.default_rng([self.seed, STREAMS.get(self.stream, 3), epoch])
-            pairs = self._draw(rng)
-            self._cache = (epoch, pairs, rng.integers(0, 2**31 - 1, size=len(pairs)).tolist())
-        return self._cache[1], self._cache[2]
+            pairs, units = self._draw(rng)
+            self._cache = (epoch, pairs, rng.integers(0, 2**31 - 1, size=len(pairs)).tolist(), units)
+        return self._cache[1], self._cache[2], self._cache[3]
 
-    def _draw(self, rng: np.random.Generator) -> list[Pair]:
+    def _draw(self, rng: np.random.Generator) -> tuple[list[Pair], list[int]]:
         classes = list(self._members)
         k = self.pairs_per_class
         pairs: list[Pair] = []
@@ -145,13 +184,15 @@ class PairSampler(Sampler[Pair]):
                 pairs.append((int(anchor), int(rng.choice(self._members[int(other)])), 0))
         order = rng.permutation(len(pairs))
         if not self.m_per_class:
-            return [pairs[i] for i in order]
+            return [pairs[i] for i in order], [1] * len(pairs)
         negatives = [pairs[i] for i in order if not pairs[i][2]]
         ordered: list[Pair] = []
+        units: list[int] = []
         for run in (runs[i] for i in rng.permutation(len(runs))):
             start = len(ordered) // 2  # negatives handed out so far
             ordered += run + negatives[start : start + len(run)]
-        return ordered
+            units.append(2 * len(run))
+        return ordered, units
 
 
 def _distinct_pairs(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

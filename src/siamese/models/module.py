@@ -213,9 +213,14 @@ class SiameseModule(pl.LightningModule):
         embeddings = self.embed(torch.cat([batch.images_a, batch.images_b]))
         with float32(embeddings.device.type):  # a proxy loss's class centres are never cast to 16 bits
             loss = self.loss(widened(embeddings), torch.cat([batch.class_a, batch.class_b]), batch)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # every rank stops, or none: a lone one would hang the rest
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            value = loss.item() if not torch.isfinite(loss) else "not finite on another process"
             raise UserError(
-                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower the learning rate (model.optimizer.lr) — the checkpoints saved so far are kept"
             )
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.same),
@@ -262,15 +267,24 @@ class SiameseModule(pl.LightningModule):
             self.last_validation_step = trainer.global_step  # training reuses its scores for the best checkpoint
         distance, same = self._collected("val")
         images = self._embedded("val")
-        pairs = all_pairs(*images) if images is not None else None
-        if self.calibrate_threshold:
-            if pairs is not None and self.calibrate_on == "all" and _both_kinds(pairs.same):
-                self.threshold.fill_(Verdict.calibrate(*pairs, self.threshold_far, balanced=True).threshold)
-            elif len(distance):
-                self.threshold.fill_(Verdict.calibrate(distance, same, self.threshold_far).threshold)
+
+        def calibrated_and_scored() -> tuple[float, dict[str, float]]:
+            pairs = all_pairs(*images) if images is not None else None
+            threshold = float(self.threshold)
+            if self.calibrate_threshold:
+                if pairs is not None and self.calibrate_on == "all" and _both_kinds(pairs.same):
+                    threshold = Verdict.calibrate(*pairs, self.threshold_far, balanced=True).threshold
+                elif len(distance):
+                    threshold = Verdict.calibrate(distance, same, self.threshold_far).threshold
+            verdict = Verdict(threshold, self.threshold_rule)
+            scored = {} if images is None else self._image_set_metrics(
+                "val_all", "val", images, pairs, SET_RETRIEVAL_METRICS, verdict)
+            return threshold, scored
+
+        threshold, scored = self._once(calibrated_and_scored)
+        self.threshold.fill_(threshold)
         self._log_pair_metrics("val", distance, same)
-        if images is not None:
-            self._log_image_set("val_all", "val", images, pairs, SET_RETRIEVAL_METRICS)
+        self.log_dict(scored, add_dataloader_idx=False, sync_dist=True)
         self._log_foreign()
 
     def on_test_epoch_end(self) -> None:
@@ -292,14 +306,30 @@ class SiameseModule(pl.LightningModule):
         keep = in_order(collected["position"])
         return ImageEmbeddings(collected["embedding"][keep].float().cpu(), collected["label"][keep].cpu())
 
-    def _log_image_set(self, pair_prefix: str, retrieval_prefix: str, images: ImageEmbeddings, pairs: Pairs | None,
-                       retrieval: Sequence[str]) -> None:
-        """Log every pair's metrics (``<pair_prefix>_auroc``, ...) and retrieval metrics of embedded images."""
+    def _once(self, compute: Callable[[], Any]) -> Any:
+        """``compute()`` in one process and its result in all: under DDP every process holds the same
+        gathered embeddings, so the all-pairs scoring (a jackknife over every image) runs on rank 0
+        alone instead of once per rank on cores the ranks share."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return compute()
+        return trainer.strategy.broadcast(compute() if trainer.is_global_zero else None, src=0)
+
+    def _image_set_metrics(self, pair_prefix: str, retrieval_prefix: str, images: ImageEmbeddings,
+                           pairs: Pairs | None, retrieval: Sequence[str], verdict: Verdict) -> dict[str, float]:
+        """Every pair's metrics (``<pair_prefix>_auroc``, ...) and retrieval metrics of embedded images."""
         metrics = {f"{pair_prefix}_{name}": value
-                   for name, value in all_pair_metrics(*images, self.verdict, pairs).items() if name in ALL_PAIR_METRICS}
+                   for name, value in all_pair_metrics(*images, verdict, pairs).items() if name in ALL_PAIR_METRICS}
         if len(images.labels) > len(torch.unique(images.labels)):  # some class with two images
             found = retrieval_metrics(*images)
             metrics.update({f"{retrieval_prefix}_{name}": found[name] for name in retrieval})
+        return metrics
+
+    def _log_image_set(self, pair_prefix: str, retrieval_prefix: str, images: ImageEmbeddings, pairs: Pairs | None,
+                       retrieval: Sequence[str]) -> None:
+        """Log :meth:`_image_set_metrics` (computed once under DDP)."""
+        metrics = self._once(lambda: self._image_set_metrics(pair_prefix, retrieval_prefix, images, pairs, retrieval,
+                                                             self.verdict))
         self.log_dict(metrics, add_dataloader_idx=False, sync_dist=True)
 
     def _log_foreign(self) -> None:
