@@ -68,3 +68,25 @@ def test_the_search_benchmark_measures_recall_against_exact_search():
         r"^\| 3,000 \| ([^|]+?) \| ([^|]*?) \|(?: [^|]+ \|){5} ([\d.]+) \|$", result.stdout, re.M)}
     assert recall["torch exact"] == recall["faiss flat (exact)"] == recall["faiss IVF16 nprobe 16"] == 1.0, recall
     assert recall["faiss IVF16 nprobe 1"] < 1.0 and 0 < recall["faiss HNSW32 efSearch 64"] <= 1.0, recall
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU machine the script runs its checks")
+def test_the_gpu_script_says_in_one_line_that_there_is_no_gpu_here():
+    result = run_script("-c", "import subprocess, sys; sys.exit(subprocess.call(['bash', 'benchmarks/gpu.sh']))")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "no CUDA device here: nothing to run (bash benchmarks/gpu.sh on a GPU machine)\n"
+
+
+@pytest.mark.slow  # about 20 s: a training run
+def test_the_gpu_benchmarks_callback_times_a_run(tiny_flowers, tmp_path):
+    import sys
+
+    from helpers import ROOT, tiny_overrides
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+
+    tiny = [o for o in tiny_overrides(tiny_flowers) if not o.startswith(("backbone", "trainer.accelerator"))]
+    row = gpu.run("cpu", ["experiment=photos", *tiny, "backbone.pretrained=false", "backbone.weights_path=null",
+                          "data.split_fractions=[0.32,0.34,0.34]", "trainer=cpu"], tmp_path)
+    assert float(row["epoch s"]) > 0 and float(row["images/s"]) > 0 and 0 <= float(row["test ROC-AUC"]) <= 1

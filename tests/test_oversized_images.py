@@ -2,7 +2,7 @@
 one line naming the file, its size and the option; a 108 Mpx photo is legitimate and works."""
 
 import pytest
-from helpers import compose_config, compose_train, indexed_gallery, user_error_of, write_png_header
+from helpers import compose_config, indexed_gallery, user_error_of, write_png_header
 from PIL import Image
 
 from siamese.data import io
