@@ -190,3 +190,34 @@ def test_the_all_pairs_scoring_runs_on_rank_0_alone_and_reaches_every_rank():
         assert module._once(score) == {"val_all_auroc": 0.75}
         assert sent == [{"val_all_auroc": 0.75} if rank == 0 else None]
     assert len(calls) == 1
+
+
+@pytest.mark.slow  # about half a minute: two gloo processes
+def test_ddp_cpu_batches_are_class_balanced_on_every_rank_disjoint_and_new_each_epoch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    data = write_flowers102(tmp_path / "data", classes=(1, 2, 5, 7), per_class=9)
+    run = tmp_path / "run"
+    command = [sys.executable, "src/train.py", *tiny_overrides(data), "trainer=ddp_cpu", "data.m_per_class=2",
+               "data.split=stratified", "data.split_fractions=[0.5,0.25,0.25]",
+               "data.train_pairs_per_class=2", "batch_size=4", "trainer.max_epochs=2",
+               "+callbacks.record._target_=helpers.doubles.RecordTrainingBatches", f"hydra.run.dir={run}"]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((run / f"training_batches_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) > 0  # the same number of steps on both
+    for epoch in (0, 1):
+        shares = []
+        for batches in ranks:
+            mine = [b for b in batches if b["epoch"] == epoch]
+            for batch in mine:  # whole runs of m_per_class=2: a positive pair of a kind, then a negative
+                assert batch["same"] == [1.0, 0.0] * (len(batch["same"]) // 2)
+            shares.append({p for b in mine for p in b["position"]})
+        assert shares[0].isdisjoint(shares[1])
+    first, second = ([(b["position"], b["class_a"]) for b in ranks[0] if b["epoch"] == e] for e in (0, 1))
+    assert first != second  # new pairs each epoch

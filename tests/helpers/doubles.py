@@ -108,3 +108,22 @@ class NaNOnRank(ContrastiveLoss):
             if self.calls >= self.step:
                 return loss * torch.tensor(float("nan"))
         return loss
+
+
+class RecordTrainingBatches(pl.Callback):
+    """Write what every training batch of this rank held (positions, classes of side a, same) to
+    ``training_batches_rank<R>.json`` in the run dir at the end of training."""
+
+    def __init__(self) -> None:
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append({"epoch": trainer.current_epoch, "position": batch.position.tolist(),
+                             "class_a": batch.class_a.tolist(), "same": batch.same.tolist()})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        path = os.path.join(trainer.default_root_dir, f"training_batches_rank{trainer.global_rank}.json")
+        with open(path, "w") as handle:
+            json.dump(self.batches, handle)
