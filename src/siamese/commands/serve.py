@@ -103,7 +103,7 @@ def build_server(cfg: DictConfig):
     from fastapi.security import HTTPAuthorizationCredentials
 
     from siamese.inference.service import (BEARER, EmbedAPI, QueueLimit, SearchAPI, ServeSettings, VerifyAPI,
-                                           check_token, load_model)
+                                           bears_token, load_model)
     from siamese.knn import resolve_backend
 
     if not cfg.ckpt_path and not cfg.index:
@@ -148,12 +148,8 @@ def build_server(cfg: DictConfig):
     async def report_health(credentials: HTTPAuthorizationCredentials | None = Depends(BEARER)):
         statuses = dict(server.workers_setup_status or {})
         ready = bool(statuses) and all(value == WorkerSetupStatus.READY for value in statuses.values())
-        try:
-            check_token(token, credentials)
-            authorized = True
-        except HTTPException:
-            authorized = False
-        return JSONResponse({"ready": ready, **shown_health(loaded, authorized)}, status_code=200 if ready else 503)
+        shown = shown_health(loaded, bears_token(token, credentials))
+        return JSONResponse({"ready": ready, **shown}, status_code=200 if ready else 503)
 
     gallery_note = f", gallery {cfg.index} ({len(gallery)} images)" if gallery is not None else ", no gallery"
     line = (f"{loaded['backbone']} from {model.path}{gallery_note}; threshold {loaded['threshold']:.4f} "

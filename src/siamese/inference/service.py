@@ -272,12 +272,17 @@ class SearchAPI(SiameseAPI):
         return results
 
 
+def bears_token(token: str | None, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """Whether no token is set, or the request bears it."""
+    if not token:
+        return True
+    given = credentials.credentials if credentials is not None else ""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
 def check_token(token: str | None, credentials: HTTPAuthorizationCredentials | None) -> None:
     """Nothing when no token is set or the request bears it; else a 401."""
-    if not token:
-        return
-    given = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    if not bears_token(token, credentials):
         raise HTTPException(401, "missing or wrong bearer token: send the header 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
 

@@ -213,12 +213,13 @@ class SiameseModule(pl.LightningModule):
         embeddings = self.embed(torch.cat([batch.images_a, batch.images_b]))
         with float32(embeddings.device.type):  # a proxy loss's class centres are never cast to 16 bits
             loss = self.loss(widened(embeddings), torch.cat([batch.class_a, batch.class_b]), batch)
-        finite = bool(torch.isfinite(loss))
+        finite_here = bool(torch.isfinite(loss))
+        finite = finite_here
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:  # every rank stops, or none: a lone one would hang the rest
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+            finite = trainer.strategy.reduce_boolean_decision(finite_here, all=True)
         if not finite:
-            value = loss.item() if not torch.isfinite(loss) else "not finite on another process"
+            value = "not finite on another process" if finite_here else loss.item()
             raise UserError(
                 f"the training loss became {value} at epoch {self.current_epoch}, step {self.global_step}; "
                 "lower the learning rate (model.optimizer.lr) — the checkpoints saved so far are kept"
