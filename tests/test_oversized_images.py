@@ -61,6 +61,8 @@ def test_training_data_names_the_oversized_image(tmp_path):
     assert message.startswith(f"1 unreadable image(s), first {folder / 'b' / 'huge.png'} ({TOO_BIG})")
     data = PairDataModule(**IMAGENET, root=str(folder), dataset="imagefolder", split="stratified",
                           split_fractions=(0.34, 0.33, 0.33), max_pixels=500_000_000)
+    assert user_error_of(PairDataModule, **IMAGENET, root=str(folder), max_pixels=-3) == \
+        "data.max_pixels must be a positive number of pixels (or null for Pillow's limit), got -3"
     with Image.open(folder / "b" / "huge.png") as huge:
         io.check_pixels(huge, "huge.png")  # the raised limit lets it through
 

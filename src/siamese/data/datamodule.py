@@ -230,7 +230,7 @@ class PairDataModule(pl.LightningDataModule):
         self.pairs_per_class = pairs_per_class
         self.m_per_class = m_per_class
         self.on_bad_image = on_bad_image
-        self.max_pixels = set_max_pixels(max_pixels)  # workers forked from here inherit it
+        self.max_pixels = set_max_pixels(max_pixels, "data.max_pixels")  # workers forked from here inherit it
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir else Path(root) / ".cache"
         self.num_workers = int(num_workers)

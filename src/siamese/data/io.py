@@ -27,16 +27,16 @@ class TooManyPixels(UserError):
     """An image over the ``max_pixels`` limit."""
 
 
-def set_max_pixels(value: object = None) -> int:
+def set_max_pixels(value: object = None, key: str = "max_pixels") -> int:
     """The pixel limit of every image this process reads (the commands' ``max_pixels``, training's
-    ``data.max_pixels``); None: Pillow's limit. Returns it."""
+    ``data.max_pixels``: ``key``, for errors); None: Pillow's limit. Returns it."""
     global _max_pixels
     if value is None:
         _max_pixels = PILLOW_MAX_PIXELS
     else:
-        limit = as_number(value, "max_pixels", int)
+        limit = as_number(value, key, int)
         if limit < 1:
-            raise UserError(f"max_pixels must be a positive number of pixels (or null for Pillow's limit), got {value}")
+            raise UserError(f"{key} must be a positive number of pixels (or null for Pillow's limit), got {value}")
         _max_pixels = int(limit)
     return _max_pixels
 
