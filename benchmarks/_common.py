@@ -36,7 +36,8 @@ SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_quant.pth"
 
 def compose(overrides: list[str]):
     """conf/train.yaml as `python src/train.py <overrides>` composes it (run_dir: a temp folder)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()

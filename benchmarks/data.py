@@ -14,10 +14,10 @@ import argparse
 import tempfile
 
 import torch
-from hydra.utils import instantiate
-
 from _common import SHARED_DATA, Stopwatch, compose, print_table, weights_overrides
+from hydra.utils import instantiate
 from loop import bare_run, make_batches
+
 from siamese.data.datamodule import PairDataModule
 
 

@@ -19,9 +19,14 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from _common import (
+    SHARED_DATA,
+    compose,
+    print_table,
+    training_only_trainer,
+    weights_overrides,
+)
 from hydra.utils import instantiate
-
-from _common import SHARED_DATA, compose, print_table, training_only_trainer, weights_overrides
 
 VARIANTS = {
     "plain": ["data.cache=none"],

@@ -13,9 +13,9 @@ import argparse
 from pathlib import Path
 
 import yaml
-
 from _common import print_table
-from siamese.sweeps import job_rows, mean_std
+
+from siamese.training.sweeps import job_rows, mean_std
 
 # --validation: what a choice may rest on (all pairs: every pair of the val images, with its standard error)
 VALIDATION_COLUMNS = {"val_all_auroc": "val ROC-AUC (all pairs)", "val_all_auroc_se": "val SE", "val_auroc": "val ROC-AUC",

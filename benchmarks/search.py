@@ -19,9 +19,9 @@ import argparse
 import multiprocessing
 
 import torch
-
 from _common import Stopwatch, median, print_table
-from siamese.knn import search_index
+
+from siamese.metrics.knn import search_index
 
 
 def faiss_index(kind: str, gallery: torch.Tensor, nlist: int, hnsw_m: int):

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import ROOT, print_table
-from siamese.checkpoints import load_for_use
+
 from siamese.data.io import find_images, read_rgb
-from siamese.inference.embedding import embed_images
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import embed_images
 
 
 def free_port() -> int:

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 
 from _common import print_table
-from siamese.sweeps import job_rows
+
+from siamese.training.sweeps import job_rows
 
 SHOWN = {"val_auroc": "val ROC-AUC", "test_auroc": "test ROC-AUC", "test_acc": "test acc", "best_epoch": "best epoch"}
 

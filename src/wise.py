@@ -6,8 +6,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from siamese.commands.entry import report_user_errors
 from siamese.config import register_resolvers
-from siamese.entry import report_user_errors
 
 register_resolvers()
 
@@ -15,7 +15,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="wise")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from siamese.wise import wise_checkpoints
+    from siamese.commands.wise import wise_checkpoints
 
     wise_checkpoints(cfg, HydraConfig.get().overrides.task)
 

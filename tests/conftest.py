@@ -37,7 +37,7 @@ def tiny_flowers(tmp_path_factory) -> Path:
 def trained_run(tiny_flowers, gallery_dir, tmp_path_factory) -> tuple[Path, float]:
     """A 2-epoch training run on the tiny dataset, with ``gallery_dir`` as its foreign photos: (run dir,
     value returned by train)."""
-    from siamese.training import train
+    from siamese.training.run import train
 
     run_dir = tmp_path_factory.mktemp("run")
     value = train(compose_train([*tiny_overrides(tiny_flowers), f"data.foreign={gallery_dir}"], run_dir))

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from siamese.all_pairs import (
+from siamese.metrics.all_pairs import (
     all_pair_metrics,
     all_pairs,
     auroc_and_se,
@@ -11,7 +11,7 @@ from siamese.all_pairs import (
     jackknife_se,
     leave_one_image_out_auroc,
 )
-from siamese.metrics import verification_metrics
+from siamese.metrics.pairs import verification_metrics
 from siamese.verdict import Verdict
 
 

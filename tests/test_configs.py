@@ -11,8 +11,8 @@ from pytorch_lightning.callbacks import ProgressBar
 
 from siamese.data.datamodule import PairDataModule
 from siamese.models.miners import BatchPairs
-from siamese.models.module import SiameseModule
-from siamese.training import build_trainer, instantiate_group
+from siamese.training.module import SiameseModule
+from siamese.training.run import build_trainer, instantiate_group
 
 GROUPS = ["backbone", "data", "model", "model/loss", "trainer", "callbacks", "logger", "experiment", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
@@ -85,7 +85,7 @@ def test_finetune_last_blocks_batch_pairs_adds_the_miner_flips_and_margin(tmp_pa
 def test_lite0_ema_auroc_is_lite0_batch_pairs_plus_the_average_and_the_auroc_checkpoint(tmp_path):
     from omegaconf import OmegaConf
 
-    from siamese.callbacks import AveragedWeights
+    from siamese.training.callbacks import AveragedWeights
 
     offline = ["backbone.pretrained=false"]
     best = compose_train(["experiment=lite0_ema_auroc", *offline], tmp_path)

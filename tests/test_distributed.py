@@ -9,7 +9,7 @@ import torch
 from helpers import compose_train, run_script, tiny_overrides, write_flowers102
 
 from siamese.data.pairs import PairSampler
-from siamese.models.module import in_order
+from siamese.training.module import in_order
 
 
 def test_each_rank_gets_its_own_share_of_the_training_pairs():
@@ -101,7 +101,7 @@ def test_ddp_cpu_gives_the_metrics_of_one_process(tmp_path):
 
 def test_ddp_configs_compose(tmp_path):
     cfg = compose_train(["trainer=ddp"], tmp_path)
-    assert cfg.trainer.strategy._target_ == "siamese.distributed.HydraDDPStrategy"
+    assert cfg.trainer.strategy._target_ == "siamese.training.distributed.HydraDDPStrategy"
     assert cfg.trainer.sync_batchnorm is False and cfg.trainer.accelerator == "gpu"
     cfg = compose_train(["trainer=ddp_cpu"], tmp_path)
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.sync_batchnorm) == ("cpu", 2, False)
@@ -128,7 +128,7 @@ def _trunks():
 def test_sync_batchnorm_keeps_timms_activations_and_reverts_to_the_same_trunk(trunk):
     from timm.layers import BatchNormAct2d
 
-    from siamese.distributed import SyncBatchNorm
+    from siamese.training.distributed import SyncBatchNorm
 
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     classes = [type(m) for m in trunk.modules()]
@@ -150,8 +150,8 @@ def test_sync_batchnorm_keeps_timms_activations_and_reverts_to_the_same_trunk(tr
 
 
 def test_sync_batchnorm_true_uses_the_timm_aware_converter(tmp_path):
-    from siamese.distributed import SyncBatchNorm
-    from siamese.training import build_trainer
+    from siamese.training.distributed import SyncBatchNorm
+    from siamese.training.run import build_trainer
 
     cfg = compose_train(["trainer=ddp_cpu", "trainer.sync_batchnorm=true"], tmp_path)
     trainer = build_trainer(cfg.trainer, [], logger=False)
@@ -173,7 +173,7 @@ def test_a_linear_probe_trains_under_ddp_with_the_projects_strategy(tmp_path):
 def test_the_all_pairs_scoring_runs_on_rank_0_alone_and_reaches_every_rank():
     from types import SimpleNamespace
 
-    from siamese.models.module import SiameseModule
+    from siamese.training.module import SiameseModule
 
     calls = []
 

@@ -7,7 +7,13 @@ import json
 
 import pytest
 import torch
-from helpers import compose_config, indexed_gallery, read_rows, run_script, tiny_overrides
+from helpers import (
+    compose_config,
+    indexed_gallery,
+    read_rows,
+    run_script,
+    tiny_overrides,
+)
 
 pytestmark = pytest.mark.gpu
 
@@ -61,14 +67,14 @@ def test_mixed_precision_runs_are_finite_and_close_to_float32(precision, loss, t
 
 
 def test_every_use_command_embeds_on_a_gpu_as_on_the_cpu(checkpoint, tmp_path, capsys):
-    from siamese.checkpoints import load_for_use
     from siamese.commands.index import build_index
     from siamese.commands.search import search
     from siamese.commands.verify import verify
-    from siamese.inference.app import FlowerApp
-    from siamese.inference.embedding import embed_files
-    from siamese.inference.gallery import Gallery
-    from siamese.inference.service import ServeSettings, VerifyAPI
+    from siamese.serving.api import ServeSettings, VerifyAPI
+    from siamese.serving.page import FlowerApp
+    from siamese.use.checkpoints import load_for_use
+    from siamese.use.embedding import embed_files
+    from siamese.use.gallery import Gallery
 
     photos, index, query = indexed_gallery(tmp_path / "gallery", checkpoint)
     files = sorted(photos.rglob("*.jpg"))[:6]
@@ -103,7 +109,7 @@ def test_every_use_command_embeds_on_a_gpu_as_on_the_cpu(checkpoint, tmp_path, c
 def test_the_feature_banks_peak_gpu_memory(tiny_flowers, tmp_path):
     from helpers import compose_train
 
-    from siamese.training import train
+    from siamese.training.run import train
 
     torch.cuda.reset_peak_memory_stats()
     train(compose_train(recipe(tiny_flowers, *ON_GPU, "trainer.max_epochs=1"), tmp_path))
@@ -114,7 +120,7 @@ def test_the_feature_banks_peak_gpu_memory(tiny_flowers, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_index_on_two_gpus_equals_one(checkpoint, tmp_path):
-    from siamese.inference.gallery import Gallery
+    from siamese.use.gallery import Gallery
 
     photos, index, _ = indexed_gallery(tmp_path / "gallery", checkpoint)
     out = tmp_path / "two.pt"

@@ -16,7 +16,7 @@ from test_train import scalar_tags
 
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_flowers102
-from siamese.training import train
+from siamese.training.run import train
 
 pytestmark = needs_shared
 

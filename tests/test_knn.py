@@ -1,8 +1,8 @@
-"""Exact k nearest neighbours (siamese.knn): torch and faiss agree."""
+"""Exact k nearest neighbours (siamese.metrics.knn): torch and faiss agree."""
 
 import torch
 
-from siamese.knn import nearest
+from siamese.metrics.knn import nearest
 
 
 def test_torch_and_faiss_find_the_same_neighbours():

@@ -7,8 +7,8 @@ import torch
 from helpers import compose_train, tiny_overrides
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from siamese.checkpoints import load_for_use
-from siamese.training import train
+from siamese.training.run import train
+from siamese.use.checkpoints import load_for_use
 
 
 def validation_curve(run_dir, tag):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from siamese.metrics import (
+from siamese.metrics.pairs import (
     Collector,
     equal_error_rate,
     retrieval_metrics,
@@ -92,7 +92,7 @@ def test_collector_keeps_everything_in_order():
 def test_eer_agrees_with_torchmetrics_where_the_roc_crosses_at_a_point():
     from torchmetrics.functional.classification import binary_eer
 
-    from siamese.metrics import similarity
+    from siamese.metrics.pairs import similarity
 
     distance, same = t(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), t(1, 1, 1, 0, 1, 0, 0, 0)
     assert equal_error_rate(distance, same) == pytest.approx(0.25)  # FAR = FRR = 1/4 at d < 0.45

@@ -5,7 +5,14 @@ import json
 
 import pytest
 import torch
-from helpers import compose_config, compose_train, read_rows, tiny_overrides, tiny_preprocessing, user_error_of
+from helpers import (
+    compose_config,
+    compose_train,
+    read_rows,
+    tiny_overrides,
+    tiny_preprocessing,
+    user_error_of,
+)
 from omegaconf import OmegaConf
 
 from siamese.data.batches import PairBatch
@@ -61,7 +68,7 @@ def test_a_proxy_losss_class_centres_stay_float32_in_a_mixed_precision_step(tiny
 
 @pytest.mark.parametrize("precision", ["16-true", "bf16-true"])
 def test_whole_model_16_bit_precisions_are_refused_naming_the_mixed_one(precision, tiny_flowers, tmp_path):
-    from siamese.training import train
+    from siamese.training.run import train
 
     message = user_error_of(train, compose_train([*tiny_overrides(tiny_flowers), f"trainer.precision={precision}"],
                                                  tmp_path))
@@ -75,8 +82,8 @@ def test_a_bf16_mixed_photos_run_is_reproduced_by_eval_in_float32(tiny_flowers, 
     """experiment=photos (timm trunk, frozen-feature cache, flips, EMA) in bf16-mixed; eval.py runs the
     checkpoint in float32 and must give its test metrics within 0.02 (ROC-AUC, accuracy) and its
     distances within 0.02: the trunk's bf16 rounding, nothing else."""
-    from siamese.evaluation import evaluate
-    from siamese.training import train
+    from siamese.commands.eval import evaluate
+    from siamese.training.run import train
 
     tiny = [o for o in tiny_overrides(tiny_flowers) if not o.startswith("backbone")]
     overrides = ["experiment=photos", *tiny, "backbone.pretrained=false", "backbone.weights_path=null",

@@ -2,21 +2,28 @@
 
 import json
 import os
-import time
 import sys
+import time
 from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, compose_config, compose_train, run_script, tiny_overrides, user_error_of
+from helpers import (
+    ROOT,
+    compose_config,
+    compose_train,
+    run_script,
+    tiny_overrides,
+    user_error_of,
+)
 from helpers.doubles import Payload
 
 from siamese.data.pairs import PairSampler
 from siamese.data.sources import load_flowers102
 from siamese.models.backbones import Backbone
-from siamese.training import train
+from siamese.training.run import train
 
 TESTS = str(Path(__file__).parent)
 

@@ -23,7 +23,7 @@ def test_speed_options_compose(overrides, tmp_path):
 
 
 def test_bf16_run_with_every_speed_option(tiny_flowers, tmp_path):
-    from siamese.training import train
+    from siamese.training.run import train
 
     overrides = [*tiny_overrides(tiny_flowers), "trainer.max_epochs=1", "trainer.precision=bf16-mixed",
                  "data.augmentation=none", "model.cache_frozen_features=true", "data.cache=disk",
@@ -31,8 +31,8 @@ def test_bf16_run_with_every_speed_option(tiny_flowers, tmp_path):
     value = train(compose_train(overrides, tmp_path))
     assert np.isfinite(value) and (tmp_path / "metrics.json").exists()
     # the checkpoint of a feature-cached run still takes images (verify.py, eval.py)
-    from siamese.checkpoints import load_for_use
-    from siamese.inference.embedding import pair_distances
+    from siamese.use.checkpoints import load_for_use
+    from siamese.use.embedding import pair_distances
 
     model = load_for_use(tmp_path / "checkpoints" / "last.ckpt")  # an embedder: images in, no cache
     images = sorted((tiny_flowers / "flowers-102" / "jpg").iterdir())

@@ -7,7 +7,7 @@ import pytest
 from helpers import CONF, compose_train, run_script, scalar_tags, tiny_overrides
 
 from siamese.config import job_dirname
-from siamese.sweeps import mean_std, summarize
+from siamese.training.sweeps import mean_std, summarize
 
 
 def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
@@ -62,7 +62,7 @@ def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
 def test_an_earlier_job_is_skipped_or_continued_only_for_the_same_config(tiny_flowers, tmp_path):
     from omegaconf import OmegaConf
 
-    from siamese.training import earlier_run
+    from siamese.training.run import earlier_run
 
     cfg = compose_train(tiny_overrides(tiny_flowers), tmp_path)
     other = compose_train([*tiny_overrides(tiny_flowers), "margin=2.0"], tmp_path)
@@ -133,7 +133,7 @@ def test_mean_and_std_over_seeds(tmp_path):
 def test_the_summary_ranks_a_margin_sweep_by_roc_auc_not_by_loss(tmp_path):
     from omegaconf import OmegaConf
 
-    from siamese.sweeps import SweepSummary
+    from siamese.training.sweeps import SweepSummary
 
     # a smaller margin shrinks val_loss whatever the model's quality
     fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_all_auroc": 0.80})
@@ -147,7 +147,7 @@ def test_the_summary_ranks_a_margin_sweep_by_roc_auc_not_by_loss(tmp_path):
 
 
 def test_a_sweep_from_before_all_pairs_is_ranked_by_the_sampled_pairs_roc_auc(tmp_path):
-    from siamese.sweeps import summarize
+    from siamese.training.sweeps import summarize
 
     fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_auroc": 0.80})
     fake_job(tmp_path, "1_margin=2.0", ["margin=2.0"], {"val_loss": 0.339, "val_auroc": 0.90})

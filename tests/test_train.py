@@ -6,15 +6,22 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import IMAGENET, compose_train, run_script, scalar_tags, tiny_overrides, user_error_of
+from helpers import (
+    IMAGENET,
+    compose_train,
+    run_script,
+    scalar_tags,
+    tiny_overrides,
+    user_error_of,
+)
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from siamese.all_pairs import all_pair_metrics, all_pairs
-from siamese.checkpoints import load_for_use
 from siamese.data.datamodule import PairDataModule
 from siamese.errors import UserError, find_user_error
-from siamese.training import train
+from siamese.metrics.all_pairs import all_pair_metrics, all_pairs
+from siamese.training.run import train
+from siamese.use.checkpoints import load_for_use
 from siamese.verdict import Verdict
 
 
@@ -249,7 +256,7 @@ def test_warmup_raises_every_learning_rate_linearly_then_hands_over(tiny_flowers
 
 
 def test_split_all_is_refused_for_training(tiny_flowers, tmp_path):
-    from siamese.training import train
+    from siamese.training.run import train
 
     with pytest.raises(Exception, match="data.split=all makes every image a test image"):
         train(compose_train([*tiny_overrides(tiny_flowers), "data.split=all"], tmp_path))
@@ -258,7 +265,7 @@ def test_split_all_is_refused_for_training(tiny_flowers, tmp_path):
 def test_resuming_a_run_from_before_the_miner_moved_into_the_loss(tiny_flowers, tmp_path):
     from omegaconf import OmegaConf
 
-    from siamese.training import resume_config
+    from siamese.training.run import resume_config
 
     old = OmegaConf.to_container(compose_train(tiny_overrides(tiny_flowers), tmp_path / "old"))
     del old["model"]["loss"]["miner"]

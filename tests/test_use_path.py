@@ -5,11 +5,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import ONNX_EXAMPLE, ROOT, compose_config, index_folder, read_rows, run_script
+from helpers import (
+    ONNX_EXAMPLE,
+    ROOT,
+    compose_config,
+    index_folder,
+    read_rows,
+    run_script,
+)
 
-from siamese.checkpoints import load_for_use
-from siamese.inference.embedding import embed_files, preprocess
-from siamese.inference.gallery import Gallery
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import embed_files, preprocess
+from siamese.use.gallery import Gallery
 
 
 def test_eval_on_a_whole_folder_by_hand(checkpoint, gallery_dir, tmp_path):
@@ -77,7 +84,7 @@ def test_export_verify_index_and_eval_give_identical_distances(checkpoint, galle
 
     csv_path = tmp_path / "pairs.csv"
     csv_path.write_text("image_a,image_b,label\n" + "".join(f"{a},{b},0\n" for a, b in pairs))
-    from siamese.verification import verify_csv
+    from siamese.use.verification import verify_csv
 
     verify_csv(model, csv_path, tmp_path / "scored.csv")
     assert [float(r["distance"]) for r in read_rows(tmp_path / "scored.csv")] == pytest.approx(expected.tolist(), abs=1e-5)
@@ -119,8 +126,8 @@ def test_a_tall_photo_is_cropped_as_the_checkpoint_says_and_gives_one_distance_e
     from siamese.commands.search import search
     from siamese.commands.verify import verify
     from siamese.data.io import read_rgb
-    from siamese.inference.app import FlowerApp
-    from siamese.inference.embedding import embed_images, pair_distances
+    from siamese.serving.page import FlowerApp
+    from siamese.use.embedding import embed_images, pair_distances
 
     rng = np.random.default_rng(5)
     folder = tmp_path / "photos" / "kind"

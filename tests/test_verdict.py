@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from siamese.checkpoints import load_for_use
-from siamese.metrics import (
+from siamese.metrics.pairs import (
     verification_metrics,
 )
+from siamese.use.checkpoints import load_for_use
 from siamese.verdict import Verdict, best_threshold, threshold_at_far
 
 
@@ -42,7 +42,7 @@ def test_threshold_at_false_accept_rate_by_hand():
 
 def test_threshold_far_calibrates_the_module(checkpoint):
     from siamese.models.losses import ContrastiveLoss
-    from siamese.models.module import SiameseModule
+    from siamese.training.module import SiameseModule
 
     module = SiameseModule(load_for_use(checkpoint).embedder, ContrastiveLoss(), optimizer=None, threshold_far=0.25)
     distance = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])

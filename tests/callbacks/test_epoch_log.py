@@ -5,7 +5,7 @@ import logging
 import torch
 from helpers import compose_train, tiny_overrides
 
-from siamese.callbacks.epoch_log import collapsed
+from siamese.training.callbacks.epoch_log import collapsed
 
 
 def test_collapse_rule_by_hand():
@@ -16,15 +16,15 @@ def test_collapse_rule_by_hand():
 
 
 def test_a_collapsing_run_warns_every_epoch(tiny_flowers, tmp_path, caplog):
-    from siamese.training import train
+    from siamese.training.run import train
 
     # Random MobileNetV2 weights with BatchNorm in eval mode: the activations vanish through the
     # trunk and every image gets the same embedding, as in a collapsed run.
     collapsing = [*tiny_overrides(tiny_flowers), "backbone=mobilenet_v2", "model.network.normalize_embedding=false",
                   "callbacks.tensorboard_notebook=null"]
-    with caplog.at_level(logging.INFO, logger="siamese.callbacks.epoch_log"):
+    with caplog.at_level(logging.INFO, logger="siamese.training.callbacks.epoch_log"):
         train(compose_train(collapsing, tmp_path / "collapsed"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "siamese.callbacks.epoch_log"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "siamese.training.callbacks.epoch_log"]
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epochs] == ["epoch 0", "epoch 1"]
     assert all(line.endswith("[COLLAPSED]") and "val_auroc 0.5000" in line for line in epochs)
@@ -33,14 +33,14 @@ def test_a_collapsing_run_warns_every_epoch(tiny_flowers, tmp_path, caplog):
 
 
 def test_last_checkpoint_is_written_after_every_epoch(tiny_flowers, tmp_path):
-    from siamese.training import train
+    from siamese.training.run import train
 
     # save_top_k=0: the best-checkpoint callback never saves, so nothing improves to trigger save_last
     cfg = compose_train([*tiny_overrides(tiny_flowers), "trainer.max_epochs=3", "callbacks.tensorboard_notebook=null",
                          "callbacks.model_checkpoint.save_top_k=0",
                          "+callbacks.probe._target_=helpers.doubles.LastCheckpointEpochs",
                          f"+callbacks.probe.dirpath={tmp_path / 'checkpoints'}"], tmp_path)
-    import siamese.training as training
+    import siamese.training.run as training
 
     probes = []
     original = training.instantiate_group

@@ -15,8 +15,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from siamese.callbacks.hparams import hparam_values
-from siamese.training import train
+from siamese.training.callbacks.hparams import hparam_values
+from siamese.training.run import train
 
 
 def accumulate(folder):

@@ -7,13 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import compose_config, free_port, indexed_gallery, read_rows, run_script, write_png_header
+from helpers import (
+    compose_config,
+    free_port,
+    indexed_gallery,
+    read_rows,
+    run_script,
+    write_png_header,
+)
 from PIL import Image
 
-from siamese.checkpoints import load_for_use
 from siamese.errors import UserError
-from siamese.inference.app import NO_INDEX, FlowerApp
-from siamese.inference.gallery import Gallery
+from siamese.serving.page import NO_INDEX, FlowerApp
+from siamese.use.checkpoints import load_for_use
+from siamese.use.gallery import Gallery
 
 pytest.importorskip("gradio")
 
@@ -81,7 +88,7 @@ def test_bad_input_is_a_message(served, tmp_path, checkpoint):
 def test_the_page_serves_the_same_answers_over_http(served, monkeypatch, capfd):
     from gradio_client import Client, handle_file
 
-    from siamese.inference.page import build_page
+    from siamese.serving.page import build_page
 
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     app, photos, _, query = served

@@ -1,4 +1,4 @@
-"""The export (siamese.inference.export, src/export.py): ONNX and TorchScript agree with the checkpoint, without torch too."""
+"""The export (siamese.use.export, src/export.py): ONNX and TorchScript agree with the checkpoint, without torch too."""
 
 import json
 import re
@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import ONNX_EXAMPLE, ROOT, SHARED_DATA, run_script
 
-from siamese.checkpoints import load_for_use
-from siamese.inference.embedding import embed_images, pair_distances, preprocess
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import embed_images, pair_distances, preprocess
 
 
 def real_images(gallery_dir, count=4):
@@ -67,7 +67,7 @@ def test_export_example_imports_no_torch():
 def test_export_keeps_the_checkpoints_test_time_flip(checkpoint, tmp_path):
     import onnxruntime
 
-    from siamese.inference.export import export
+    from siamese.use.export import export
 
     state = torch.load(checkpoint, weights_only=True)
     state["embedder"]["test_time_flip"] = True

@@ -1,4 +1,4 @@
-"""The gallery index file (siamese.inference.gallery): what it holds, a damaged file refused, a row cut in half left out."""
+"""The gallery index file (siamese.use.gallery): what it holds, a damaged file refused, a row cut in half left out."""
 
 from pathlib import Path
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import GALLERY_CLASSES, index_folder
 
-from siamese.checkpoints import load_for_use
 from siamese.errors import UserError
-from siamese.inference.embedding import embed_files
-from siamese.inference.gallery import Gallery
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import embed_files
+from siamese.use.gallery import Gallery
 
 
 def test_index_holds_the_embeddings_paths_and_labels(index_file, checkpoint, gallery_dir):
@@ -55,7 +55,7 @@ def test_a_row_cut_in_half_by_a_stop_is_left_out_whole():
 
 
 def test_an_index_of_the_previous_format_still_loads(index_file, tmp_path):
-    from siamese.inference.gallery import _checksum
+    from siamese.use.gallery import _checksum
 
     state = torch.load(index_file, weights_only=True)
     del state["checksum"]

@@ -1,4 +1,4 @@
-"""Building an index (siamese.inference.indexing, src/index.py): sync, interruptions, progress, shards, bad input."""
+"""Building an index (siamese.use.indexing, src/index.py): sync, interruptions, progress, shards, bad input."""
 
 import os
 import shutil
@@ -8,9 +8,9 @@ import torch
 from helpers import compose_config, index_folder, read_rows, run_script
 from PIL import Image
 
-from siamese.entry import Stopped, report_user_errors
-from siamese.inference.gallery import Gallery
-from siamese.inference.prediction import predict_files
+from siamese.commands.entry import Stopped, report_user_errors
+from siamese.use.gallery import Gallery
+from siamese.use.prediction import predict_files
 
 
 def test_sync_embeds_new_or_changed_images_and_drops_gone_ones(index_file, checkpoint, gallery_dir, tmp_path, capsys):

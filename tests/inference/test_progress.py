@@ -1,8 +1,8 @@
-"""Progress lines off a terminal (siamese.inference.progress)."""
+"""Progress lines off a terminal (siamese.progress)."""
 
 import io
 
-from siamese.inference.progress import Progress
+from siamese.progress import Progress
 
 
 def test_progress_lines_off_a_terminal():

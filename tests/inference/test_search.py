@@ -1,4 +1,4 @@
-"""Searching an index (siamese.inference.search, src/search.py): neighbours by hand, votes, the CLI, bad input."""
+"""Searching an index (siamese.use.search, src/search.py): neighbours by hand, votes, the CLI, bad input."""
 
 import shutil
 
@@ -7,11 +7,11 @@ import torch
 from helpers import compose_config, read_rows, run_script
 from PIL import Image
 
-from siamese.checkpoints import load_for_use
-from siamese.entry import report_user_errors
-from siamese.inference.embedding import embed_files
-from siamese.inference.gallery import Gallery
-from siamese.inference.search import UNKNOWN, search_gallery, vote
+from siamese.commands.entry import report_user_errors
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import embed_files
+from siamese.use.gallery import Gallery
+from siamese.use.search import UNKNOWN, search_gallery, vote
 from siamese.verdict import Verdict
 
 

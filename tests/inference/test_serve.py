@@ -12,15 +12,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from helpers import (ROOT, compose_config, free_port, indexed_gallery, read_rows, run_script, user_error_of,
-                     write_image_folder, write_png_header)
+from helpers import (
+    ROOT,
+    compose_config,
+    free_port,
+    indexed_gallery,
+    read_rows,
+    run_script,
+    user_error_of,
+    write_image_folder,
+    write_png_header,
+)
 
-from siamese.checkpoints import load_for_use
-from siamese.commands.serve import QuietMonitorWhenStopping, byte_size
+from siamese.commands.serve import QuietMonitorWhenStopping
 from siamese.errors import UserError
-from siamese.inference.embedding import embed_files, pair_distances
-from siamese.inference.gallery import Gallery
-from siamese.inference.service import decode_image
+from siamese.serving.api import byte_size, decode_image
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import embed_files, pair_distances
+from siamese.use.gallery import Gallery
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("litserve")
@@ -196,7 +205,8 @@ def test_a_stop_silences_litservers_worker_monitor_and_nothing_else():
 def test_a_gpu_device_is_the_one_litserve_serves_on(checkpoint, monkeypatch):
     import litserve
 
-    from siamese.commands.serve import build_server, serving_devices
+    from siamese.commands.serve import build_server
+    from siamese.serving.api import serving_devices
 
     assert serving_devices("cpu") == ("cpu", 1) and serving_devices("cuda") == ("cuda", 1)
     assert serving_devices("cuda:1") == ("cuda", [1])  # GPU 1, not GPU 0

@@ -6,10 +6,10 @@ import torch
 from helpers import module_and_data, tiny_preprocessing
 from hydra.utils import instantiate
 
-from siamese.checkpoints import load_for_use
 from siamese.errors import UserError
 from siamese.models.backbones import Backbone
 from siamese.models.embedder import Embedder
+from siamese.use.checkpoints import load_for_use
 
 
 def test_twin_network_shares_weights_and_normalises():
@@ -45,9 +45,9 @@ def test_an_embedder_rebuilds_from_its_spec_without_weights():
 
 
 def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
-    from siamese.feature_cache import FeatureCache
     from siamese.models.losses import ContrastiveLoss
-    from siamese.models.module import SiameseModule
+    from siamese.training.feature_cache import FeatureCache
+    from siamese.training.module import SiameseModule
 
     embedder = load_for_use(checkpoint).embedder
     embedder.test_time_flip = True

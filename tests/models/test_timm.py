@@ -118,7 +118,7 @@ def test_resolved_configs_hold_concrete_normalisation_and_benchmarks_follow_it(t
 def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, tmp_path, capsys):
     """Trained in this process; eval.py rebuilds it from the checkpoint alone, in a process of its own."""
     from siamese.commands.verify import verify
-    from siamese.training import train
+    from siamese.training.run import train
 
     overrides = [o for o in tiny_overrides(tiny_flowers) if not o.startswith("backbone")]
     run = tmp_path / "run"

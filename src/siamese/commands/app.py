@@ -6,12 +6,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from siamese.checkpoints import load_for_use
-from siamese.entry import Stopped, stop_on_signals
+from siamese.commands.entry import Stopped, stop_on_signals
 from siamese.data.io import set_max_pixels
 from siamese.errors import UserError, as_number
-from siamese.inference.gallery import open_gallery
-from siamese.inference.search import check_k
+from siamese.use.checkpoints import load_for_use
+from siamese.use.gallery import open_gallery
+from siamese.use.search import check_k
 
 
 def serve_app(cfg: DictConfig) -> None:
@@ -20,8 +20,7 @@ def serve_app(cfg: DictConfig) -> None:
         import gradio  # noqa: F401
     except ImportError:
         raise UserError('the web page needs gradio: pip install -e ".[app]"') from None
-    from siamese.inference.app import FlowerApp
-    from siamese.inference.page import build_page
+    from siamese.serving.page import FlowerApp, build_page
 
     port = as_number(cfg.port, "port", int)
     set_max_pixels(cfg.max_pixels)

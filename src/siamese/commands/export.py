@@ -6,9 +6,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from siamese.checkpoints import load_for_use
-from siamese.entry import stop_on_signals
-from siamese.inference.export import export
+from siamese.commands.entry import stop_on_signals
+from siamese.use.checkpoints import load_for_use
+from siamese.use.export import export
 
 
 def export_model(cfg: DictConfig) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from siamese.checkpoints import load_for_use
+from siamese.commands.entry import Stopped, stop_on_signals
 from siamese.data.io import set_max_pixels
-from siamese.entry import Stopped, stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.files import check_output_file
-from siamese.inference.gallery import Gallery, open_gallery
-from siamese.inference.indexing import (
+from siamese.use.checkpoints import load_for_use
+from siamese.use.gallery import Gallery, open_gallery
+from siamese.use.indexing import (
     check_images,
     images_of,
     merge_shards,
@@ -24,7 +24,7 @@ from siamese.inference.indexing import (
     shard_files,
     sync_folder,
 )
-from siamese.inference.prediction import predict_files, predict_trainer
+from siamese.use.prediction import predict_files, predict_trainer
 
 
 def build_index(cfg: DictConfig) -> Gallery:

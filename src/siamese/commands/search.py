@@ -6,13 +6,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from siamese.entry import stop_on_signals
+from siamese.commands.entry import stop_on_signals
 from siamese.data.io import set_max_pixels
 from siamese.errors import as_number
 from siamese.files import check_output_file
-from siamese.inference.embedding import embed_files
-from siamese.inference.gallery import open_gallery
-from siamese.inference.search import (
+from siamese.metrics.knn import resolve_backend
+from siamese.use.embedding import embed_files
+from siamese.use.gallery import open_gallery
+from siamese.use.search import (
     check_k,
     contact_sheet,
     identify,
@@ -21,7 +22,6 @@ from siamese.inference.search import (
     search_gallery,
     write_csv,
 )
-from siamese.knn import resolve_backend
 
 
 def search(cfg: DictConfig) -> Path:

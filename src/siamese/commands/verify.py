@@ -6,13 +6,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from siamese.checkpoints import load_for_use
+from siamese.commands.entry import stop_on_signals
 from siamese.data.io import set_max_pixels
-from siamese.entry import stop_on_signals
 from siamese.errors import UserError
-from siamese.inference.embedding import pair_distances
 from siamese.tables import format_table
-from siamese.verification import verify_csv
+from siamese.use.checkpoints import load_for_use
+from siamese.use.embedding import pair_distances
+from siamese.use.verification import verify_csv
 
 
 def verify(cfg: DictConfig) -> None:

@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from siamese.data.sources import ImageCatalog
 from siamese.data.io import read_rgb
+from siamese.data.sources import ImageCatalog
 from siamese.data.transforms import Preprocessing
 from siamese.errors import UserError
 

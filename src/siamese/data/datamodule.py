@@ -16,13 +16,18 @@ from torchvision.transforms import v2
 
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
-from siamese.data.feature_rows import CACHEABLE_AUGMENTATIONS, FeatureImages, bank_row, training_view
+from siamese.data.feature_rows import (
+    CACHEABLE_AUGMENTATIONS,
+    FeatureImages,
+    bank_row,
+    training_view,
+)
 from siamese.data.io import image_problem, set_max_pixels
-from siamese.data.workers import auto_workers
 from siamese.data.pairs import Pair, PairSampler
 from siamese.data.sources import SOURCES, ImageCatalog, load_image_folder, load_source
 from siamese.data.splits import SPLITS, check_fractions, split_indices
 from siamese.data.transforms import AUGMENTATIONS, Preprocessing, augment_transform
+from siamese.data.workers import auto_workers
 from siamese.errors import UserError, as_number, check
 from siamese.files import atomic_write
 from siamese.verdict import Verdict

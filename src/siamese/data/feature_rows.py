@@ -1,4 +1,4 @@
-"""The data side of the frozen-feature cache (``model.cache_frozen_features``, ``siamese.feature_cache``).
+"""The data side of the frozen-feature cache (``model.cache_frozen_features``, ``siamese.training.feature_cache``).
 
 A data module built with ``feature_rows=true`` (the configs set ``data.feature_rows`` from
 ``model.cache_frozen_features``) hands out its unaugmented images once (``feature_images()``)

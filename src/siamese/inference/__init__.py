@@ -1,1 +1,0 @@
-"""Using a trained checkpoint: embedding images, a gallery index, search and identify, export."""

@@ -1,0 +1,1 @@
+"""Serving a trained model: the HTTP API and the local web page."""
