@@ -6,8 +6,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from siamese.commands.entry import report_user_errors
 from siamese.config import register_resolvers
+from siamese.entry import report_user_errors
 
 register_resolvers()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from siamese.commands.entry import report_user_errors
 from siamese.config import register_resolvers
+from siamese.entry import report_user_errors
 
 register_resolvers()
 

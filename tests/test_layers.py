@@ -1,5 +1,5 @@
-"""The package's layers: no import cycle between its parts, and the bottom (errors, precision, distance,
-verdict, knn, metrics, files, tables) imports nothing above it."""
+"""The package's layers: no import cycle between its parts, the bottom (the loose modules of
+``src/siamese/``) imports nothing above it, and the stages' folders are all there is besides."""
 
 import ast
 from collections import defaultdict
@@ -7,8 +7,9 @@ from collections import defaultdict
 from helpers import ROOT
 
 PACKAGE = ROOT / "src" / "siamese"
-BOTTOM = {"siamese.errors", "siamese.precision", "siamese.distance", "siamese.verdict", "siamese.metrics.knn", "siamese.metrics.pairs", "siamese.files",
-          "siamese.tables"}
+BOTTOM = {"siamese.errors", "siamese.precision", "siamese.distance", "siamese.verdict", "siamese.files", "siamese.tables",
+          "siamese.progress"}
+STAGES = {"data", "models", "training", "metrics", "use", "serving", "commands"}
 
 
 def part(module: str) -> str:
@@ -46,4 +47,12 @@ def test_no_part_of_the_package_imports_one_that_imports_it():
 def test_the_bottom_imports_only_the_bottom():
     edges = import_graph()
     assert {module: edges[module] - BOTTOM for module in BOTTOM if edges[module] - BOTTOM} == {}
-    assert "siamese.models" not in reachable(edges, "siamese.metrics.knn")
+    assert edges["siamese.metrics"] <= BOTTOM  # the metrics need no model, no data
+
+
+def test_the_package_is_the_bottom_and_one_folder_per_stage():
+    # config (the resolvers that read a trunk's normalisation) and entry (what every entry script does
+    # around its work) are loose too, above the bottom
+    loose = {f"siamese.{path.stem}" for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    folders = {path.name for path in PACKAGE.iterdir() if path.is_dir() and (path / "__init__.py").exists()}
+    assert loose == BOTTOM | {"siamese.config", "siamese.entry"} and folders == STAGES

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from siamese.commands.entry import Stopped, stop_on_signals
 from siamese.data.io import set_max_pixels
+from siamese.entry import Stopped, stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.use.checkpoints import load_for_use
 from siamese.use.gallery import open_gallery

@@ -11,18 +11,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from siamese.commands.entry import stop_on_signals
+from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.files import write_metrics
+from siamese.models.checkpoints import (
+    config_with_overrides,
+    load_checkpoint,
+    override_keys,
+)
 from siamese.tables import format_table
 from siamese.training.module import SiameseModule
 from siamese.training.run import build_trainer, instantiate_group
-from siamese.use.checkpoints import (
-    config_with_overrides,
-    load_checkpoint,
-    load_for_use,
-    override_keys,
-)
+from siamese.use.checkpoints import load_for_use
 
 log = logging.getLogger(__name__)
 

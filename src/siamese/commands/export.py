@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from siamese.commands.entry import stop_on_signals
+from siamese.entry import stop_on_signals
 from siamese.use.checkpoints import load_for_use
 from siamese.use.export import export
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from siamese.commands.entry import Stopped, stop_on_signals
 from siamese.data.io import set_max_pixels
+from siamese.entry import Stopped, stop_on_signals
 from siamese.errors import UserError, as_number
 from siamese.files import check_output_file
 from siamese.use.checkpoints import load_for_use

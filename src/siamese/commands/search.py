@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from siamese.commands.entry import stop_on_signals
 from siamese.data.io import set_max_pixels
+from siamese.entry import stop_on_signals
 from siamese.errors import as_number
 from siamese.files import check_output_file
 from siamese.metrics.knn import resolve_backend

@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from siamese.commands.entry import run_job
+from siamese.entry import run_job
 from siamese.training.distributed import separate_ddp_jobs
 from siamese.training.run import earlier_run, resume_config, train
 

@@ -9,13 +9,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from siamese.commands.entry import stop_on_signals
 from siamese.commands.eval import EVAL_KEYS, evaluation_trainer
+from siamese.entry import stop_on_signals
 from siamese.files import write_metrics
+from siamese.models.checkpoints import (
+    check_fits,
+    config_with_overrides,
+    load_checkpoint,
+)
 from siamese.tables import float_metrics, markdown_table
 from siamese.training.module import SiameseModule
 from siamese.training.wise import check_alphas, mixed_state
-from siamese.use.checkpoints import check_fits, config_with_overrides, load_checkpoint
 
 WISE_KEYS = (*EVAL_KEYS, "alphas")
 SHOWN = ("val_all_auroc", "val_all_auroc_se", "val_auroc", "val_acc", "val_threshold", "foreign_auroc", "foreign_map@r")

@@ -33,7 +33,7 @@ def _tutorial_augmentation() -> list[v2.Transform]:
 
 def mirror_draw() -> bool:
     """Whether ``v2.RandomHorizontalFlip()`` (``p=0.5``) mirrors the next image: its one draw from
-    torch's generator, made the same way (tests/test_speed.py pins the two together)."""
+    torch's generator, made the same way (tests/training/test_speed.py pins the two together)."""
     return bool(torch.rand(1) < 0.5)
 
 

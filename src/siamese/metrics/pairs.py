@@ -44,7 +44,7 @@ def equal_error_rate(distance: torch.Tensor, same: torch.Tensor) -> float:
 
     Not torchmetrics' ``binary_eer``, which returns the mean of the two rates at the ROC point
     where they are closest: on small test sets (a few hundred pairs) that moves in steps of a
-    pair. Both agree where the ROC has a point at the crossing (tests/test_metrics.py pins it).
+    pair. Both agree where the ROC has a point at the crossing (tests/metrics/test_pair_metrics.py pins it).
     """
     fpr, tpr = roc_curve(distance, same)
     fnr = 1 - tpr
@@ -136,7 +136,7 @@ class Collector(Metric):
 
     torchmetrics' ``CatMetric`` does this for one stream of floats; this keeps several aligned,
     named streams in their own dtypes (pair positions stay integers), which the module needs to
-    put gathered scores back in order. tests/test_metrics.py pins it against ``CatMetric``."""
+    put gathered scores back in order. tests/metrics/test_pair_metrics.py pins it against ``CatMetric``."""
 
     full_state_update = False
 

@@ -14,8 +14,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from siamese.commands.entry import FAILED_FILE
 from siamese.config import RANKING_METRIC, lower_is_better
+from siamese.entry import FAILED_FILE
 from siamese.tables import markdown_table
 
 log = logging.getLogger(__name__)

@@ -1,89 +1,18 @@
-"""Checkpoints written by a training run, read back for evaluation and verification."""
+"""A trained checkpoint made ready for use: its embedder, verdict and fingerprint (``load_for_use``)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from siamese.errors import UserError
-from siamese.files import load_torch_file
+from siamese.models.checkpoints import check_fits, load_checkpoint
 from siamese.models.embedder import Embedder
-from siamese.models.state_dicts import state_dict_mismatch
 from siamese.verdict import Verdict
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint of this project (weights, threshold and the run's config), loaded safely."""
-    checkpoint = load_torch_file(
-        path, f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/<name>.ckpt",
-        f"{path} is not a readable checkpoint ({{error}}); check the file",
-    )
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "run_config" not in checkpoint:
-        raise UserError(f"{path} is not a checkpoint of this project; pass one written by src/train.py")
-    return checkpoint
-
-
-# Where the classes that the configs of older checkpoints name live since the package was grouped by stage.
-MOVED_TARGETS = {
-    "siamese.models.module.": "siamese.training.module.",
-    "siamese.callbacks.": "siamese.training.callbacks.",
-    "siamese.distributed.": "siamese.training.distributed.",
-    "siamese.sweeps.": "siamese.training.sweeps.",
-}
-
-
-def current_targets(config: Any) -> Any:
-    """``config`` (plain dicts and lists) with every ``_target_`` that names a moved class renamed."""
-    if isinstance(config, dict):
-        moved = {key: current_targets(value) for key, value in config.items()}
-        target = moved.get("_target_")
-        for old, new in MOVED_TARGETS.items():
-            if isinstance(target, str) and target.startswith(old):
-                moved["_target_"] = new + target.removeprefix(old)
-        return moved
-    if isinstance(config, list):
-        return [current_targets(value) for value in config]
-    return config
-
-
-def run_config(checkpoint: dict[str, Any]) -> DictConfig:
-    """The resolved config of the training run that wrote ``checkpoint``."""
-    return OmegaConf.create(current_targets(checkpoint["run_config"]))
-
-
-def override_keys(overrides: Iterable[str]) -> set[str]:
-    """The keys (or groups) that command-line ``overrides`` set, as Hydra parses them."""
-    return {override.key_or_group for override in OverridesParser.create().parse_overrides(list(overrides))}
-
-
-def config_with_overrides(
-    checkpoint: dict[str, Any], cfg: DictConfig, overrides: Iterable[str], ignore: Iterable[str] = ()
-) -> DictConfig:
-    """The checkpoint's run config with the keys given on the command line (``overrides``, as
-    Hydra received them) taken from ``cfg``; ``hydra.*`` and the keys in ``ignore`` are skipped."""
-    merged = run_config(checkpoint)
-    for key in override_keys(overrides):
-        if key.startswith("hydra") or key in ignore:
-            continue
-        OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
-    return merged
-
-
-def check_fits(module: nn.Module, checkpoint: dict[str, Any]) -> None:
-    """Raise a UserError unless the checkpoint's weights fit ``module`` exactly."""
-    mismatch = state_dict_mismatch(module, checkpoint["state_dict"])
-    if mismatch:
-        raise UserError(
-            f"the checkpoint's weights do not fit the model of the config ({mismatch}); "
-            "use the backbone and model settings the checkpoint was trained with"
-        )
 
 
 @dataclass(frozen=True)

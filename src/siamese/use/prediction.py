@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from siamese.commands.entry import lightning_info_hidden
 from siamese.data.io import read_rgb
 from siamese.data.workers import auto_workers
+from siamese.entry import lightning_info_hidden
 from siamese.errors import UserError, as_number
 from siamese.progress import Progress
 from siamese.use.checkpoints import TrainedModel

@@ -71,7 +71,8 @@ def test_eval_overrides_the_checkpoints_config(best_checkpoint, tmp_path):
      "is not a checkpoint of this project"),
 ])
 def test_eval_and_verify_refuse_bad_checkpoints(make, message, tmp_path):
-    from siamese.use.checkpoints import load_checkpoint, load_for_use
+    from siamese.models.checkpoints import load_checkpoint
+    from siamese.use.checkpoints import load_for_use
 
     path = make(tmp_path)
     assert message in user_error_of(load_checkpoint, path)  # what eval.py reads first

@@ -6,8 +6,9 @@ import pytest
 import torch
 from helpers import run_script
 
+from siamese.models.checkpoints import load_checkpoint
 from siamese.training.wise import mixed_state
-from siamese.use.checkpoints import load_checkpoint, load_for_use
+from siamese.use.checkpoints import load_for_use
 
 
 def test_a_mix_interpolates_the_trunk_and_keeps_batch_counts():

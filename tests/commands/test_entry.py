@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from siamese.commands.entry import Stopped, report_user_errors, run_job
+from siamese.entry import Stopped, report_user_errors, run_job
 
 
 def worker_died(signum, frame):

@@ -7,7 +7,7 @@ import torch
 from helpers import compose_config, read_rows, run_script
 from PIL import Image
 
-from siamese.commands.entry import report_user_errors
+from siamese.entry import report_user_errors
 from siamese.use.checkpoints import load_for_use
 from siamese.use.embedding import embed_files
 from siamese.use.gallery import Gallery

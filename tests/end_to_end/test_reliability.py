@@ -25,7 +25,7 @@ from siamese.data.sources import load_flowers102
 from siamese.models.backbones import Backbone
 from siamese.training.run import train
 
-TESTS = str(Path(__file__).parent)
+TESTS = str(Path(__file__).parents[1])
 
 
 def test_flowers102_download_without_network_says_what_to_do(monkeypatch, tmp_path):

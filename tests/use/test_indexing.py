@@ -8,7 +8,7 @@ import torch
 from helpers import compose_config, index_folder, read_rows, run_script
 from PIL import Image
 
-from siamese.commands.entry import Stopped, report_user_errors
+from siamese.entry import Stopped, report_user_errors
 from siamese.use.gallery import Gallery
 from siamese.use.prediction import predict_files
 

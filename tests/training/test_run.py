@@ -73,7 +73,7 @@ def test_every_pair_of_the_val_images_is_scored_and_the_foreign_photos_every_epo
     # the threshold was calibrated on those pairs, both kinds weighted equally
     assert metrics["val_threshold"] == pytest.approx(Verdict.calibrate(*all_pairs(embeddings, labels),
                                                                        balanced=True).threshold, abs=1e-6)
-    assert 0 <= metrics["foreign_auroc_se"] < 0.5 and 0 <= metrics["foreign_map@r"] <= 1  # eval.py: test_evaluate
+    assert 0 <= metrics["foreign_auroc_se"] < 0.5 and 0 <= metrics["foreign_map@r"] <= 1  # eval.py: tests/commands/test_eval.py
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert len(events.Scalars("val_all_auroc")) == 2  # one per epoch
