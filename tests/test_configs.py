@@ -14,8 +14,9 @@ from siamese.models.miners import BatchPairs
 from siamese.training.module import SiameseModule
 from siamese.training.run import build_trainer, instantiate_group
 
-GROUPS = ["backbone", "data", "model", "model/loss", "trainer", "callbacks", "logger", "experiment", "debug"]
-OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+GROUPS = ["paths", "backbone", "data", "model", "model/loss", "trainer", "callbacks", "logger", "experiment", "debug"]
+OPTIONS = [(group, path.relative_to(CONF / group).with_suffix("").as_posix()) for group in GROUPS
+           for path in sorted((CONF / group).glob("*.yaml" if group == "model" else "**/*.yaml"))]
 OFFLINE = ["backbone.weights=null"]
 
 
@@ -35,6 +36,31 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         assert cfg.trainer.devices in (1, -1)  # composes; instantiating needs a GPU
     else:
         assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
+
+
+def test_no_experiment_is_built_on_another():
+    from omegaconf import OmegaConf
+
+    experiments = sorted((CONF / "experiment").rglob("*.yaml"))
+    assert {path.relative_to(CONF / "experiment").as_posix() for path in experiments} >= {
+        "tutorial.yaml", "photos.yaml", "history/lite0_ema_auroc.yaml"}
+    for path in experiments:
+        for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
+            assert isinstance(entry, dict) and all(key.startswith("override /") for key in entry), (path, entry)
+
+
+def test_the_paths_group_says_where_everything_lives(tmp_path):
+    default = compose_train([], tmp_path)
+    assert (default.data.root, default.data.download, default.data.foreign) == ("data/", True, None)
+    assert default.backbone.weights_path is None
+    shared = compose_train(["paths=shared"], tmp_path)
+    assert (shared.data.root, shared.data.download) == ("../shared/data160", False)
+    assert shared.data.foreign == "../shared/flower_photos"
+    assert shared.backbone.weights_path == "../shared/weights/mobilenet_v2_imagenet_quant.pth"
+    photos = compose_train(["experiment=photos", "paths=shared"], tmp_path)
+    assert photos.backbone.weights_path == "weights/tf_efficientnet_lite0.pth"
+    assert compose_train(["paths=shared", "backbone=resnet18"], tmp_path).backbone.weights_path is None
+    assert compose_train(["paths.data=/photos", "paths.download=false"], tmp_path).data.root == "/photos"
 
 
 def test_top_level_keys_reach_the_deeper_configs(tmp_path):
@@ -62,7 +88,7 @@ def test_tutorial_experiment_ports_the_recipe(tmp_path):
 
 
 def test_finetune_last_blocks_trains_blocks_14_to_18_on_cached_features(tmp_path):
-    cfg = compose_train(["experiment=finetune_last_blocks", *OFFLINE], tmp_path)
+    cfg = compose_train(["experiment=history/finetune_last_blocks", *OFFLINE], tmp_path)
     assert cfg.data.augmentation == "none" and cfg.model.cache_frozen_features is True
     module = instantiate(cfg.model)
     backbone = module.network.backbone
@@ -74,7 +100,7 @@ def test_finetune_last_blocks_trains_blocks_14_to_18_on_cached_features(tmp_path
 
 
 def test_finetune_last_blocks_batch_pairs_adds_the_miner_flips_and_margin(tmp_path):
-    cfg = compose_train(["experiment=finetune_last_blocks_batch_pairs", *OFFLINE], tmp_path)
+    cfg = compose_train(["experiment=history/finetune_last_blocks_batch_pairs", *OFFLINE], tmp_path)
     assert cfg.data.augmentation == "flip" and cfg.model.cache_frozen_features is True
     assert cfg.callbacks.early_stopping.monitor == "val_loss" and cfg.trainer.max_epochs == 20
     module = instantiate(cfg.model)
@@ -88,8 +114,8 @@ def test_lite0_ema_auroc_is_lite0_batch_pairs_plus_the_average_and_the_auroc_che
     from siamese.training.callbacks import AveragedWeights
 
     offline = ["backbone.pretrained=false"]
-    best = compose_train(["experiment=lite0_ema_auroc", *offline], tmp_path)
-    base = compose_train(["experiment=lite0_batch_pairs", *offline], tmp_path)
+    best = compose_train(["experiment=history/lite0_ema_auroc", *offline], tmp_path)
+    base = compose_train(["experiment=history/lite0_batch_pairs", *offline], tmp_path)
     assert (best.callbacks.model_checkpoint.monitor, best.callbacks.model_checkpoint.mode) == ("val_all_auroc", "max")
     assert best.callbacks.early_stopping.monitor == "val_loss"  # stopping stays on the loss
     averaging = [c for c in instantiate_group(best.callbacks) if isinstance(c, AveragedWeights)]
@@ -148,11 +174,11 @@ def test_the_python_defaults_are_the_yaml_defaults(source):
     assert differing == {}, f"{source}: yaml value vs python default"
 
 
-def test_the_photos_recipe_is_the_best_recipe_at_160_px_on_photos_that_keep_their_shape(tmp_path):
+def test_the_photos_recipe_is_the_best_128_px_recipe_at_160_px_on_photos_that_keep_their_shape(tmp_path):
     from omegaconf import OmegaConf
 
     offline = ["backbone.pretrained=false"]
     photos = compose_train(["experiment=photos", *offline], tmp_path)
-    best = compose_train(["experiment=lite0_ema_auroc", "image_size=160", *offline], tmp_path)
+    best = compose_train(["experiment=history/lite0_ema_auroc", "image_size=160", *offline], tmp_path)
     assert OmegaConf.to_container(photos, resolve=True) == OmegaConf.to_container(best, resolve=True)
     assert photos.data.resize == "crop" and photos.callbacks.model_checkpoint.monitor == "val_all_auroc"

@@ -222,7 +222,7 @@ def test_the_lite0_search_narrows_the_optuna_search_and_keeps_its_study_settings
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=lite0_batch_pairs", "hparams_search=lite0_batch_pairs",
+        cfg = compose("train", overrides=["experiment=history/lite0_batch_pairs", "hparams_search=lite0_batch_pairs",
                                           "search_name=s"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper.params["margin"] == "interval(1.0, 2.0)"
