@@ -45,8 +45,8 @@ def test_an_embedder_rebuilds_from_its_spec_without_weights():
 
 
 def test_test_time_flip_averages_an_image_and_its_mirror(checkpoint):
+    from siamese.data.feature_cache import FeatureCache
     from siamese.models.losses import ContrastiveLoss
-    from siamese.training.feature_cache import FeatureCache
     from siamese.training.module import SiameseModule
 
     embedder = load_for_use(checkpoint).embedder

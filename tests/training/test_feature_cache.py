@@ -1,4 +1,4 @@
-"""The frozen-feature cache (siamese.training.feature_cache): the same embeddings and metrics, the flips followed, clear refusals."""
+"""The frozen-feature cache (siamese.data.feature_cache): the same embeddings and metrics, the flips followed, clear refusals."""
 
 import pytest
 import pytorch_lightning as pl

@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch, PairKey
 from siamese.data.cache import CACHE_KINDS, image_store
-from siamese.data.feature_rows import (
+from siamese.data.feature_cache import (
     CACHEABLE_AUGMENTATIONS,
     FeatureImages,
     bank_row,
@@ -41,7 +41,7 @@ class PairDataset(Dataset):
     classes from ``labels`` (catalog order).
 
     With a seed, the transform's randomness comes from it alone (the global state is left as it was).
-    With ``yield_rows``, feature-bank rows (``siamese.data.feature_rows.bank_row``) stand in for the
+    With ``yield_rows``, feature-bank rows (``siamese.data.feature_cache.bank_row``) stand in for the
     images, in the view ``draw_view()`` draws (the unaugmented image by default; training: mirrored
     when the flip transform, with the same random draw, would have mirrored it, or a cached crop).
     """
@@ -133,7 +133,7 @@ class PairDataModule(pl.LightningDataModule):
     ``resize`` and ``crop_pct`` say how a photo becomes ``image_size`` square (``Preprocessing``:
     ``crop`` keeps its shape and takes the centre, ``squash`` does not keep it).
     With ``feature_rows`` the dataloaders yield feature-bank rows instead of images, for the
-    frozen-feature cache (``siamese.data.feature_rows``), which follows only ``none``, ``flip``
+    frozen-feature cache (``siamese.data.feature_cache``), which follows only ``none``, ``flip``
     and ``crops`` augmentation (``cached_views`` crops of every image, drawn once).
     """
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch
+from siamese.data.feature_cache import FeatureCache, FrozenFeatureCache
 from siamese.errors import UserError, as_number, positive
 from siamese.metrics.all_pairs import Pairs, all_pair_metrics, all_pairs, auroc_and_se
 from siamese.metrics.pairs import (
@@ -20,7 +21,6 @@ from siamese.metrics.pairs import (
 )
 from siamese.models.embedder import Embedder
 from siamese.precision import float32, widened
-from siamese.training.feature_cache import FeatureCache, FrozenFeatureCache
 from siamese.verdict import Verdict, threshold_rule
 
 IMAGE_SETS = ("val", "test", "foreign")  # single images embedded by an evaluation: a split's, or data.foreign's
