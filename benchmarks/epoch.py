@@ -19,13 +19,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from _common import (
-    SHARED_DATA,
-    compose,
-    print_table,
-    training_only_trainer,
-    weights_overrides,
-)
+from _common import SHARED_DATA, compose, print_table, training_only_trainer, weights_overrides
 from hydra.utils import instantiate
 
 VARIANTS = {

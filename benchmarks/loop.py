@@ -17,14 +17,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from _common import (
-    compose,
-    median,
-    print_table,
-    sync,
-    training_only_trainer,
-    weights_overrides,
-)
+from _common import compose, median, print_table, sync, training_only_trainer, weights_overrides
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 

@@ -14,9 +14,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
-    from siamese.commands.train import (
-        train_command,  # imported here so that --help answers fast
-    )
+    from siamese.commands.train import train_command  # imported here so that --help answers fast
 
     return train_command(cfg)
 

@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import (
-    GALLERY_CLASSES,
-    compose_train,
-    index_folder,
-    tiny_overrides,
-    write_flowers102,
-    write_image_folder,
-)
+from helpers import GALLERY_CLASSES, compose_train, index_folder, tiny_overrides, write_flowers102, write_image_folder
 
 
 def pytest_collection_modifyitems(config, items):

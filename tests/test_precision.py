@@ -5,14 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import (
-    compose_config,
-    compose_train,
-    read_rows,
-    tiny_overrides,
-    tiny_preprocessing,
-    user_error_of,
-)
+from helpers import compose_config, compose_train, read_rows, tiny_overrides, tiny_preprocessing, user_error_of
 from omegaconf import OmegaConf
 
 from siamese.data.batches import PairBatch

@@ -3,9 +3,7 @@
 import pytest
 import torch
 
-from siamese.metrics.pairs import (
-    verification_metrics,
-)
+from siamese.metrics.pairs import verification_metrics
 from siamese.use.checkpoints import load_for_use
 from siamese.verdict import Verdict, best_threshold, threshold_at_far
 

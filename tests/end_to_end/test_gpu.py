@@ -7,13 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import (
-    compose_config,
-    indexed_gallery,
-    read_rows,
-    run_script,
-    tiny_overrides,
-)
+from helpers import compose_config, indexed_gallery, read_rows, run_script, tiny_overrides
 
 pytestmark = pytest.mark.gpu
 

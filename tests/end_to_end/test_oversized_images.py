@@ -6,13 +6,7 @@ from helpers import compose_config, indexed_gallery, user_error_of, write_png_he
 from PIL import Image
 
 from siamese.data import io
-from siamese.data.io import (
-    PILLOW_MAX_PIXELS,
-    image_problem,
-    read_rgb,
-    read_upload,
-    set_max_pixels,
-)
+from siamese.data.io import PILLOW_MAX_PIXELS, image_problem, read_rgb, read_upload, set_max_pixels
 
 TOO_BIG = "20000 x 20000 pixels (400 Mpx), over the limit of 179 Mpx; shrink it, or raise max_pixels " \
           "(data.max_pixels when training)"

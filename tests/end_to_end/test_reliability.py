@@ -10,14 +10,7 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    ROOT,
-    compose_config,
-    compose_train,
-    run_script,
-    tiny_overrides,
-    user_error_of,
-)
+from helpers import ROOT, compose_config, compose_train, run_script, tiny_overrides, user_error_of
 from helpers.doubles import Payload
 
 from siamese.data.pairs import PairSampler

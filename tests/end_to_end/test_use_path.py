@@ -5,14 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    ONNX_EXAMPLE,
-    ROOT,
-    compose_config,
-    index_folder,
-    read_rows,
-    run_script,
-)
+from helpers import ONNX_EXAMPLE, ROOT, compose_config, index_folder, read_rows, run_script
 
 from siamese.use.checkpoints import load_for_use
 from siamese.use.embedding import embed_files, preprocess

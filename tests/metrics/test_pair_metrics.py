@@ -1,13 +1,7 @@
 import pytest
 import torch
 
-from siamese.metrics.pairs import (
-    Collector,
-    equal_error_rate,
-    retrieval_metrics,
-    tar_at_far,
-    verification_metrics,
-)
+from siamese.metrics.pairs import Collector, equal_error_rate, retrieval_metrics, tar_at_far, verification_metrics
 from siamese.verdict import Verdict
 
 

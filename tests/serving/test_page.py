@@ -7,14 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import (
-    compose_config,
-    free_port,
-    indexed_gallery,
-    read_rows,
-    run_script,
-    write_png_header,
-)
+from helpers import compose_config, free_port, indexed_gallery, read_rows, run_script, write_png_header
 from PIL import Image
 
 from siamese.errors import UserError

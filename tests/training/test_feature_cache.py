@@ -121,8 +121,8 @@ def test_cached_crops_are_fixed_crops_of_each_image_and_training_draws_among_the
     network = cached.network
     with torch.no_grad():
         for view in (2, 4):  # view 2 + k: the front's features of the same crop of the image, every time
-            crop = data._crop_view(image, index, view)
-            assert torch.equal(crop, data._crop_view(image, index, view)) and not torch.equal(crop, image)
+            crop = data.crop_views(image, index, view)
+            assert torch.equal(crop, data.crop_views(image, index, view)) and not torch.equal(crop, image)
             expected = network.backbone.front()(network.to_layout(crop[None]))[0]
             assert torch.allclose(bank[index + view * n], expected, atol=1e-5)
     assert not torch.allclose(bank[index + 2 * n], bank[index + 3 * n])

@@ -6,14 +6,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import (
-    IMAGENET,
-    compose_train,
-    run_script,
-    scalar_tags,
-    tiny_overrides,
-    user_error_of,
-)
+from helpers import IMAGENET, compose_train, run_script, scalar_tags, tiny_overrides, user_error_of
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

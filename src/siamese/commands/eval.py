@@ -14,11 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.files import write_metrics
-from siamese.models.checkpoints import (
-    config_with_overrides,
-    load_checkpoint,
-    override_keys,
-)
+from siamese.models.checkpoints import config_with_overrides, load_checkpoint, override_keys
 from siamese.tables import format_table
 from siamese.training.module import SiameseModule
 from siamese.training.run import build_trainer, instantiate_group

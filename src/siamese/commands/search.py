@@ -13,15 +13,7 @@ from siamese.files import check_output_file
 from siamese.metrics.knn import resolve_backend
 from siamese.use.embedding import embed_files
 from siamese.use.gallery import open_gallery
-from siamese.use.search import (
-    check_k,
-    contact_sheet,
-    identify,
-    neighbour_rows,
-    read_queries,
-    search_gallery,
-    write_csv,
-)
+from siamese.use.search import check_k, contact_sheet, identify, neighbour_rows, read_queries, search_gallery, write_csv
 
 
 def search(cfg: DictConfig) -> Path:

@@ -12,11 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from siamese.commands.eval import EVAL_KEYS, evaluation_trainer
 from siamese.entry import stop_on_signals
 from siamese.files import write_metrics
-from siamese.models.checkpoints import (
-    check_fits,
-    config_with_overrides,
-    load_checkpoint,
-)
+from siamese.models.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.tables import float_metrics, markdown_table
 from siamese.training.module import SiameseModule
 from siamese.training.wise import check_alphas, mixed_state

@@ -28,11 +28,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from siamese.data.batches import ImageBatch
-from siamese.data.transforms import mirror_draw
-from siamese.errors import UserError
+from siamese.data.transforms import AUGMENTATIONS, mirror_draw
+from siamese.errors import UserError, as_number, check
 
 CACHEABLE_AUGMENTATIONS = ("none", "flip", "crops")  # data.augmentation values the cache can follow
 PLAIN, MIRRORED, FIRST_CROP = 0, 1, 2  # bank views
@@ -50,6 +51,33 @@ def training_view(augmentation: str, cached_views: int) -> int:
     if augmentation == "crops":
         return FIRST_CROP + int(torch.randint(cached_views, (1,)))
     return PLAIN
+
+
+def checked_cached_views(feature_rows: bool, augmentation: str, cached_views: int) -> int:
+    """``data.cached_views``, checked, once the training augmentation is one a cache can follow."""
+    check(
+        not feature_rows or augmentation in CACHEABLE_AUGMENTATIONS,
+        f"model.cache_frozen_features=true computes each image's features once, but data.augmentation="
+        f"{augmentation} changes the images every epoch; set data.augmentation=none, flip or crops, or "
+        "model.cache_frozen_features=false",
+    )
+    cached_views = as_number(cached_views, "data.cached_views", int)
+    check(cached_views >= 1, f"data.cached_views must be at least 1, got {cached_views}")
+    return cached_views
+
+
+class CropViews:
+    """``crop(image, index, view)``: view ``view`` of catalog image ``index`` (normalised, unaugmented),
+    the same random resized crop every time (resampling commutes with the per-channel normalisation)."""
+
+    def __init__(self, image_size: int, seed: int) -> None:
+        self.transform = v2.Compose(AUGMENTATIONS["crops"](image_size))
+        self.seed = seed
+
+    def __call__(self, image: torch.Tensor, index: int, view: int) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, index, view)) % 2**63)
+            return self.transform(image)
 
 
 @dataclass

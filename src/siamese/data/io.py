@@ -4,8 +4,9 @@ and the class of an image in a folder-per-class tree."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -95,6 +96,26 @@ def image_problem(path: Path) -> str | None:
     except (OSError, ValueError, SyntaxError) as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+BAD_IMAGE_POLICIES = ("error", "skip")  # data.on_bad_image
+
+
+def unreadable_images(catalog: Any, policy: str) -> np.ndarray:
+    """Indices of a catalog's unusable images (``image_problem``): an error naming the first, or with
+    ``policy="skip"`` a warning with the count."""
+    problems = [(index, image_problem(catalog.path(index))) for index in range(len(catalog))]
+    bad = [(index, problem) for index, problem in problems if problem is not None]
+    if not bad:
+        return np.empty(0, dtype=np.int64)
+    first, problem = bad[0]
+    if policy == "error":
+        raise UserError(
+            f"{len(bad)} unreadable image(s), first {catalog.path(first)} ({problem}); remove or replace "
+            "them, or set data.on_bad_image=skip"
+        )
+    warnings.warn(f"skipping {len(bad)} unreadable image(s), first {catalog.path(first)} ({problem})", stacklevel=3)
+    return np.array([index for index, _ in bad], dtype=np.int64)
 
 
 def class_folders(folder: Path) -> list[str]:

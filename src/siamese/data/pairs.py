@@ -13,12 +13,23 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from siamese.data.batches import PairKey
-from siamese.errors import UserError
+from siamese.errors import UserError, as_number, check
 
 Pair = tuple[int, int, int]
 
 # Separate random streams, so that e.g. changing the number of val pairs leaves test pairs alone.
 STREAMS = {"train": 0, "val": 1, "test": 2}
+
+
+def checked_pairs_per_class(**per_split: int | None) -> dict[str, int | None]:
+    """``data.<split>_pairs_per_class`` of each split: null (the tutorial's rule) or a number from 1."""
+    checked = {}
+    for name, value in per_split.items():
+        key = f"data.{name}_pairs_per_class"
+        value = None if value is None else as_number(value, key, int)
+        check(value is None or value >= 1, f"{key} must be null (the tutorial's rule) or at least 1, got {value}")
+        checked[name] = value
+    return checked
 
 
 def default_pairs_per_class(labels: np.ndarray) -> int:

@@ -28,9 +28,7 @@ from siamese.errors import UserError
 # private script launcher; pyproject.toml bounds pytorch-lightning to the versions this was run with.
 LAUNCHER_API = ("_call_children_scripts", "_check_can_spawn_children")
 try:
-    from pytorch_lightning.strategies.launchers.subprocess_script import (
-        _SubprocessScriptLauncher,
-    )
+    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 except ImportError:  # a Lightning that moved it
     _SubprocessScriptLauncher = None
 

@@ -12,13 +12,7 @@ from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch
 from siamese.data.feature_cache import FeatureCache, FrozenFeatureCache
 from siamese.errors import UserError, as_number, positive
 from siamese.metrics.all_pairs import Pairs, all_pair_metrics, all_pairs, auroc_and_se
-from siamese.metrics.pairs import (
-    FAR_LEVELS,
-    RECALL_KS,
-    Collector,
-    retrieval_metrics,
-    verification_metrics,
-)
+from siamese.metrics.pairs import FAR_LEVELS, RECALL_KS, Collector, retrieval_metrics, verification_metrics
 from siamese.models.embedder import Embedder
 from siamese.precision import float32, widened
 from siamese.verdict import Verdict, threshold_rule

@@ -22,11 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from siamese.entry import stop_on_signals
 from siamese.errors import UserError
 from siamese.files import write_metrics
-from siamese.models.checkpoints import (
-    check_fits,
-    config_with_overrides,
-    load_checkpoint,
-)
+from siamese.models.checkpoints import check_fits, config_with_overrides, load_checkpoint
 from siamese.tables import float_metrics, format_table, log_to_files
 from siamese.training.distributed import SyncBatchNorm
 from siamese.training.module import SiameseModule

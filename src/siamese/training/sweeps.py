@@ -109,9 +109,7 @@ def _seed_groups(rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[st
 
 
 def _plot(rows: list[dict[str, Any]], swept: list[str], metric: str, path: Path) -> None:
-    from siamese.training.callbacks.figures import (
-        plt,  # with the headless backend that module selects
-    )
+    from siamese.training.callbacks.figures import plt  # with the headless backend that module selects
 
     ok = [row for row in rows if isinstance(row.get(metric), (int, float)) and not math.isnan(row[metric])]
     params = [p for p in swept if len({row["_overrides"].get(p) for row in rows}) > 1] or ["job"]
