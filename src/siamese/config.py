@@ -86,8 +86,6 @@ def register_resolvers() -> None:
 
 
 def _normalization(backbone):
-    from siamese.models.backbones import (
-        trunk_normalization,  # torchvision and timm load only when used
-    )
+    from siamese.models.backbones import trunk_normalization  # torchvision and timm load only when used
 
     return trunk_normalization(backbone)

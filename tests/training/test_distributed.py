@@ -9,7 +9,7 @@ import torch
 from helpers import compose_train, run_script, tiny_overrides, write_flowers102
 
 from siamese.data.pairs import PairSampler
-from siamese.training.module import in_order
+from siamese.training.evaluators import in_order
 
 
 def test_each_rank_gets_its_own_share_of_the_training_pairs():

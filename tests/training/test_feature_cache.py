@@ -8,12 +8,13 @@ from hydra.utils import instantiate
 
 from siamese.data.transforms import augment_transform
 from siamese.errors import UserError, find_user_error
+from siamese.training.evaluators import evaluated_pairs
 
 
 def validate(module, data, precision="32-true"):
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
                          precision=precision)
-    return trainer.validate(module, datamodule=data, verbose=False)[0], module.evaluated_pairs("val").distance
+    return trainer.validate(module, datamodule=data, verbose=False)[0], evaluated_pairs(module, "val").distance
 
 
 def test_frozen_feature_cache_gives_the_same_embeddings_and_metrics(tiny_flowers, tmp_path):

@@ -16,6 +16,7 @@ from siamese.errors import UserError
 from siamese.files import write_metrics
 from siamese.models.checkpoints import config_with_overrides, load_checkpoint, override_keys
 from siamese.tables import format_table
+from siamese.training.evaluators import evaluated_pairs
 from siamese.training.module import SiameseModule
 from siamese.training.run import build_trainer, instantiate_group
 from siamese.use.checkpoints import load_for_use
@@ -82,7 +83,7 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
             results = trainer.test(module, datamodule=datamodule, verbose=False)
         else:
             results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    scored = module.evaluated_pairs(split)
+    scored = evaluated_pairs(module, split)
     total = len(datamodule.pairs(split))
     metrics: dict[str, Any] = {k: float(v) for k, v in results[0].items()}
     metrics.update(

@@ -30,6 +30,7 @@ from fastapi import Depends, HTTPException
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from omegaconf import DictConfig
 from PIL import Image
 
 from siamese.data.io import read_upload, set_max_pixels

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -182,3 +182,12 @@ def _unsynced(module: nn.SyncBatchNorm, original: type[nn.Module] | None) -> nn.
     layer.num_batches_tracked = module.num_batches_tracked
     layer.train(module.training)
     return layer
+
+
+def once(trainer: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` in one process and its result in all: under DDP every process holds the same
+    gathered embeddings, so the all-pairs scoring (a jackknife over every image) runs on rank 0
+    alone instead of once per rank on cores the ranks share."""
+    if trainer is None or trainer.world_size == 1:
+        return compute()
+    return trainer.strategy.broadcast(compute() if trainer.is_global_zero else None, src=0)

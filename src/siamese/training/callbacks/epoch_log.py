@@ -8,7 +8,7 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from siamese.training.module import evaluated_pairs
+from siamese.training.evaluators import evaluated_pairs
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from siamese.data.datamodule import PairDataModule, pair_datamodule
-from siamese.training.module import evaluated_pairs
+from siamese.training.evaluators import evaluated_pairs
 
 
 class PairListWriter(pl.Callback):

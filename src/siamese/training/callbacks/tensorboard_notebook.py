@@ -17,7 +17,7 @@ from siamese.data.io import read_rgb
 from siamese.data.pairs import Pair
 from siamese.metrics.pairs import roc_curve
 from siamese.training.callbacks import figures
-from siamese.training.module import evaluated_images, evaluated_pairs
+from siamese.training.evaluators import evaluated_images, evaluated_pairs
 from siamese.verdict import Verdict
 
 log = logging.getLogger(__name__)
