@@ -83,7 +83,10 @@ class Backbone(nn.Module):
     (their running statistics are part of the pretrained weights). With ``train_batchnorm``
     false (the default) the trainable BatchNorm layers stay in eval mode too: they still learn
     their scale and shift, but normalise with the pretrained statistics instead of those of
-    a small batch (a few pairs), which fine-tuning with small batches needs.
+    a small batch (a few pairs), which fine-tuning with small batches needs. (Not timm's
+    ``freeze_batch_norm_2d``: its ``FrozenBatchNorm2d`` normalises in another order of operations,
+    so not to the same bits, drops ``num_batches_tracked`` from checkpoints, and cannot go on
+    learning a trainable layer's scale and shift.)
 
     The input normalisation the weights expect is resolved from the config, not from the
     module (``trunk_normalization``). :meth:`spec` rebuilds the same architecture without

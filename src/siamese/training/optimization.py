@@ -24,6 +24,10 @@ def checked_warmup_steps(value: object) -> int:
 
 
 def checked_probe_epochs(value: object) -> int:
+    """``model.probe_epochs``: the first epochs train the head alone (``SiameseModule.on_train_epoch_start``
+    freezes the trunk's trainable parameters). Not Lightning's ``BaseFinetuning``: it freezes and
+    unfreezes whole modules (the trunk's frozen layers would thaw) and adds the thawed parameters to
+    the optimizer as a new group, which the scheduler built before never sees."""
     epochs = as_number(value, "model.probe_epochs", int)
     if epochs < 0:
         raise UserError(f"model.probe_epochs must be 0 (fine-tune from the start) or more, got {epochs}")

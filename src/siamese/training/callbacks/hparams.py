@@ -106,7 +106,9 @@ def log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -
 def write_hparams_session(writer: Any, params: dict[str, Any], metrics: dict[str, float], shown: list[str]) -> None:
     """One HParams session with its final metrics as scalars. The experiment summary marks the
     ``shown`` columns as varying: TensorBoard checks the first 5 of those by default (it would
-    otherwise check the first 5 alphabetically), and lists only HPARAM_METRICS as metric columns."""
+    otherwise check the first 5 alphabetically), and lists only HPARAM_METRICS as metric columns.
+    Lightning's ``TensorBoardLogger.log_hyperparams(params, metrics)`` writes the same session, but
+    without that summary: the tab would show 5 alphabetical columns, and every metric."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
