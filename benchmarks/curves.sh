@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README "Results" figure: validation ROC-AUC against training minutes for the tutorial's recipe
+# docs/research.md figure: validation ROC-AUC against training minutes for the tutorial's recipe
 # (run to its EarlyStopping, 200 epochs, or MAX_TIME of training), the strongest recipe and the
 # frozen floor, on ../shared at image_size 128, stratified, seed 1. Run from the project root, alone
 # on the machine (a busy machine stretches the minutes).

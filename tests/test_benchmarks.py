@@ -26,7 +26,7 @@ def test_the_trials_table_ranks_a_search_by_validation_and_shows_what_each_trial
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"margin={margin}", "seed=1"]))
         (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": {"margin": "interval(1.0, 2.0)"}}}}))
         (job / "metrics.json").write_text(json.dumps({"val_auroc": val, "test_auroc": test, "test_acc": 0.5, "best_epoch": 2}))
-    result = run_script("benchmarks/trials.py", str(tmp_path))
+    result = run_script("benchmarks/tables.py", "trials", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if re.match(r"^\| \d", line)]
     assert rows == ["| 1 | 0.9000 | 0.6000 | 0.5000 | 2 | 1 |", "| 0 | 0.8000 | 0.7000 | 0.5000 | 2 | 1.500 |"]
@@ -44,17 +44,61 @@ def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_ar
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
         (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": "unseen_classes"}}))
         (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc, "test_gallery_classes": 20.0}))
-    result = run_script("benchmarks/quality.py", f"mine={tmp_path}")
+    result = run_script("benchmarks/tables.py", "seeds", f"mine={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     header = next(line for line in result.stdout.splitlines() if line.startswith("| recipe"))
     row = next(line for line in result.stdout.splitlines() if line.startswith("| mine |"))
     cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | ")))
     assert cells["test ROC-AUC"].strip() == "0.850 ± 0.071" and cells["classes"].strip() == "20"
     for wrong in ["mine", f"mine={tmp_path / 'missing'}"]:
-        refused = run_script("benchmarks/quality.py", wrong)
+        refused = run_script("benchmarks/tables.py", "seeds", wrong)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert refused.stderr.strip().splitlines()[-1].endswith(
             f"{wrong}: pass LABEL=SWEEP_DIR (or LABEL=RUN_DIR), a folder that src/train.py wrote")
+
+
+def test_a_seeds_table_written_as_a_result_file_keeps_its_prose_and_says_where_it_came_from(tmp_path):
+    import json
+
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    for seed, auroc in [(1, 0.90), (2, 0.80)]:
+        job = sweep / f"{seed - 1}_seed={seed}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+        (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": "stratified"}}))
+        (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc}))
+    out = tmp_path / "01_mine.json"
+    out.write_text(json.dumps({"title": "Mine", "blocks": [{"text": "What it measured."},
+                                                          {"columns": ["old"], "rows": [["1"]]}]}))
+    result = run_script("benchmarks/tables.py", "seeds", f"mine={sweep}", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(out.read_text())
+    assert written["title"] == "Mine" and written["blocks"][0] == {"text": "What it measured."}
+    table = written["blocks"][1]
+    assert table["rows"][0][table["columns"].index("test ROC-AUC")] == "0.850 ± 0.071"
+    assert written["command"] == f"python benchmarks/tables.py seeds mine={sweep} --out {out}"
+    assert written["written_by"] == "benchmarks/tables.py" and written["date"] and written["machine"]
+
+
+def test_docs_results_md_is_what_the_result_files_give():
+    """docs/results.md is generated: python benchmarks/tables.py docs writes it again after a result file changes."""
+    import json
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import RESULTS, render
+
+    assert (ROOT / "docs" / "results.md").read_text() == render(), "run: python benchmarks/tables.py docs"
+    files = sorted(RESULTS.glob("*.json"))
+    assert len(files) >= 9
+    for path in files:
+        result = json.loads(path.read_text())
+        assert all(result.get(key) for key in ("title", "command", "machine", "date", "commit")), path.name
+        assert any("rows" in block for block in result["blocks"]), path.name
 
 
 def test_the_search_benchmark_measures_recall_against_exact_search():

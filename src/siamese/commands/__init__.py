@@ -1,3 +1,3 @@
-"""The bodies of the use commands, one module each (``src/index.py`` -> ``siamese.commands.index``,
-and so on): read the composed config, validate each argument once, call the package, print.
-``src/train.py`` and ``src/eval.py`` run ``siamese.training.run`` and ``siamese.commands.eval``."""
+"""The body of every entry script of ``src/``, one module each (``src/index.py`` -> ``siamese.commands.index``,
+``src/train.py`` -> ``siamese.commands.train``, and so on): read the composed config, validate each
+argument once, call the package, print."""
