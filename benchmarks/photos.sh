@@ -19,9 +19,7 @@ set -euo pipefail
 mode=${1:-levers}
 out=${2:-outputs/photos}
 only=${*:3}
-photos=(data.root=../shared/data160 data.download=false data.foreign=../shared/flower_photos
-        trainer.enable_progress_bar=false)
-offline=("${photos[@]}" backbone.weights_path=weights/tf_efficientnet_lite0.pth)
+offline=(paths=shared trainer.enable_progress_bar=false)  # conf/paths/shared.yaml: the 160 px photos, the foreign ones, the weights
 if [ "$mode" != tutorial ] && [ ! -f weights/tf_efficientnet_lite0.pth ]; then
   python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
 fi
@@ -56,7 +54,7 @@ if [ "$mode" = levers ]; then
   python benchmarks/tables.py seeds --validation --foreign "${labels[@]}"
 elif [ "$mode" = results ]; then
   if [ ! -f "$out/photos/summary.md" ]; then
-    python src/train.py -m experiment=photos data.split=stratified,official,unseen_classes seed=1,2,3 "${offline[@]}" \
+    python src/train.py -m experiment=photos sweep=seeds_x_splits "${offline[@]}" \
       hydra.sweep.dir="$out/photos" > /dev/null
   fi
   python benchmarks/tables.py seeds --foreign photos="$out/photos" --out benchmarks/results/01_photos_3x3.json
@@ -64,7 +62,7 @@ elif [ "$mode" = tutorial ]; then
   max_time=${3:-00:01:00:00}
   if [ ! -f "$out/tutorial/metrics.json" ]; then
     python src/train.py experiment=tutorial image_size=160 data.split=stratified seed=1 trainer.max_time="$max_time" \
-      "${photos[@]}" backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth \
+      "${offline[@]}" \
       hydra.run.dir="$out/tutorial" > /dev/null
   fi
   python benchmarks/tables.py seeds --validation --foreign tutorial="$out/tutorial"

@@ -10,9 +10,8 @@
 set -euo pipefail
 out=${1:-outputs/results}
 only=${*:2}
-offline=(data.root=../shared/data data.download=false image_size=128 trainer.enable_progress_bar=false)
-mobilenet=(backbone.weights_path=../shared/weights/mobilenet_v2_imagenet_quant.pth)
-lite0=(backbone.weights_path=weights/tf_efficientnet_lite0.pth)
+# conf/paths/shared.yaml, with the 64 px crops and no foreign photos; the trunk's weights by its name
+offline=(paths=shared paths.data=../shared/data paths.foreign=null image_size=128 trainer.enable_progress_bar=false)
 splits=stratified,official,unseen_classes
 
 sweep() {  # folder name, overrides...
@@ -24,15 +23,14 @@ sweep() {  # folder name, overrides...
 }
 
 [ -f weights/tf_efficientnet_lite0.pth ] || python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
-sweep lite0_ema_auroc experiment=history/lite0_ema_auroc data.split=$splits seed=1,2,3 "${lite0[@]}"
-sweep lite0_batch_pairs experiment=history/lite0_batch_pairs data.split=$splits seed=1,2,3 "${lite0[@]}"
-sweep finetune_last_blocks_batch_pairs experiment=history/finetune_last_blocks_batch_pairs data.split=$splits seed=1,2,3 \
-  "${mobilenet[@]}"
+sweep lite0_ema_auroc experiment=history/lite0_ema_auroc sweep=seeds_x_splits
+sweep lite0_batch_pairs experiment=history/lite0_batch_pairs sweep=seeds_x_splits
+sweep finetune_last_blocks_batch_pairs experiment=history/finetune_last_blocks_batch_pairs sweep=seeds_x_splits
 # the same without the miner, the flips and the wider margin: the sampled pairs only
-sweep finetune_last_blocks experiment=history/finetune_last_blocks data.split=$splits seed=1,2,3 "${mobilenet[@]}"
+sweep finetune_last_blocks experiment=history/finetune_last_blocks sweep=seeds_x_splits
 # no training at all: ImageNet features through the untrained 64-d head
 sweep frozen_floor experiment=history/finetune_last_blocks trainer.max_epochs=0 trainer.min_epochs=0 data.split=$splits \
-  seed=1 "${mobilenet[@]}"
+  seed=1
 # the tutorial's recipe: one run of (at least) an hour, stratified, by benchmarks/curves.sh (which also
 # draws the figure of docs/research.md); its row is added when that run folder is there
 rows=()

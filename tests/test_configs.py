@@ -14,7 +14,7 @@ from siamese.models.miners import BatchPairs
 from siamese.training.module import SiameseModule
 from siamese.training.run import build_trainer, instantiate_group
 
-GROUPS = ["paths", "backbone", "data", "model", "model/loss", "trainer", "callbacks", "logger", "experiment", "debug"]
+GROUPS = ["paths", "backbone", "data", "model", "model/loss", "trainer", "callbacks", "logger", "experiment", "debug", "sweep"]
 OPTIONS = [(group, path.relative_to(CONF / group).with_suffix("").as_posix()) for group in GROUPS
            for path in sorted((CONF / group).glob("*.yaml" if group == "model" else "**/*.yaml"))]
 OFFLINE = ["backbone.weights=null"]
@@ -61,6 +61,17 @@ def test_the_paths_group_says_where_everything_lives(tmp_path):
     assert photos.backbone.weights_path == "weights/tf_efficientnet_lite0.pth"
     assert compose_train(["paths=shared", "backbone=resnet18"], tmp_path).backbone.weights_path is None
     assert compose_train(["paths.data=/photos", "paths.download=false"], tmp_path).data.root == "/photos"
+
+
+def test_the_seeds_x_splits_sweep_is_the_grid_of_the_results_tables():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=photos", "sweep=seeds_x_splits"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"data.split": "stratified,official,unseen_classes", "seed": "1,2,3"}
+    assert {"sweep", "paths"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)  # not in job folder names
 
 
 def test_top_level_keys_reach_the_deeper_configs(tmp_path):

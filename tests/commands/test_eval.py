@@ -6,9 +6,8 @@ import shutil
 
 import pytest
 import torch
-from helpers import read_rows, run_script, user_error_of
+from helpers import read_rows, run_script, scalar_tags, user_error_of
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_train import scalar_tags
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import IMAGENET, SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared, run_script
-from test_train import scalar_tags
+from helpers import IMAGENET, SHARED_DATA, SHARED_WEIGHTS, compose_train, needs_shared, run_script, scalar_tags
 
 from siamese.data.datamodule import PairDataModule
 from siamese.data.sources import load_flowers102

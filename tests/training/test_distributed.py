@@ -108,8 +108,8 @@ def test_ddp_configs_compose(tmp_path):
 
 
 def test_a_lightning_without_the_extended_launcher_is_refused_in_one_line(monkeypatch):
-    from siamese import distributed
     from siamese.errors import UserError
+    from siamese.training import distributed
 
     distributed.check_launcher_api()  # the installed Lightning has it
     monkeypatch.setattr(distributed, "_SubprocessScriptLauncher", None)
@@ -173,7 +173,7 @@ def test_a_linear_probe_trains_under_ddp_with_the_projects_strategy(tmp_path):
 def test_the_all_pairs_scoring_runs_on_rank_0_alone_and_reaches_every_rank():
     from types import SimpleNamespace
 
-    from siamese.training.module import SiameseModule
+    from siamese.training.distributed import once
 
     calls = []
 
@@ -184,10 +184,8 @@ def test_the_all_pairs_scoring_runs_on_rank_0_alone_and_reaches_every_rank():
     for rank in (0, 1):  # what each rank of two sees: rank 0 computes, the broadcast hands its result over
         sent = []
         strategy = SimpleNamespace(broadcast=lambda value, src: sent.append(value) or {"val_all_auroc": 0.75})
-        module = SiameseModule.__new__(SiameseModule)
-        object.__setattr__(module, "_trainer", SimpleNamespace(world_size=2, is_global_zero=rank == 0,
-                                                               strategy=strategy))
-        assert module._once(score) == {"val_all_auroc": 0.75}
+        trainer = SimpleNamespace(world_size=2, is_global_zero=rank == 0, strategy=strategy)
+        assert once(trainer, score) == {"val_all_auroc": 0.75}
         assert sent == [{"val_all_auroc": 0.75} if rank == 0 else None]
     assert len(calls) == 1
 
