@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from siamese.inference.embedder import Embedder  # noqa: E402
+from siamese.models.embedder import Embedder  # noqa: E402
 
 
 def probe(ckpt: Path, images: list[Path], pretrained: Path | None = None) -> list[dict]:

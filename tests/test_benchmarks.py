@@ -134,3 +134,30 @@ def test_the_gpu_benchmarks_callback_times_a_run(tiny_flowers, tmp_path):
     row = gpu.run("cpu", ["experiment=photos", *tiny, "backbone.pretrained=false", "backbone.weights_path=null",
                           "data.split_fractions=[0.32,0.34,0.34]", "trainer=cpu"], tmp_path)
     assert float(row["epoch s"]) > 0 and float(row["images/s"]) > 0 and 0 <= float(row["test ROC-AUC"]) <= 1
+
+
+def test_every_name_the_benchmarks_and_scripts_import_from_the_package_exists():
+    """A moved or renamed module breaks a benchmark at once, not when someone next runs it."""
+    import ast
+    import importlib
+
+    from helpers import ROOT
+
+    missing = []
+    for path in sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "siamese":
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError:
+                    missing.append(f"{path.name}: {node.module}")
+                    continue
+                missing += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                            if not hasattr(module, alias.name) and not _is_module(f"{node.module}.{alias.name}")]
+    assert missing == []
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
