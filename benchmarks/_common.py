@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,6 +102,35 @@ def training_only_trainer(accelerator: str, precision: str, clock, **limits):
     )
 
 
-def print_table(title: str, rows: list[dict], columns: list[str], accelerator: str = "cpu") -> None:
+def print_table(title: str, rows: list[dict], columns: list[str], accelerator: str = "cpu",
+                out: Path | None = None) -> None:
+    """Print the table; with ``out`` also write it as a result file (``write_result``)."""
     print(f"\n{title} ({machine(accelerator)})\n")
     print("\n".join(markdown_table(rows, columns)))
+    if out is not None:
+        write_result(out, title, rows, columns, accelerator)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def write_result(path: Path, title: str, rows: list[dict], columns: list[str], accelerator: str = "cpu") -> None:
+    """A result file: the table, and the command, machine, date and commit it came from. An existing
+    file keeps its title and its prose (the prose then needs reading again against the new numbers)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    table = {"columns": columns, "rows": [[_cell(row.get(c)) for c in columns] for row in rows]}
+    earlier = json.loads(path.read_text()) if path.is_file() else {"title": title, "blocks": [table]}
+    blocks = list(earlier["blocks"])
+    first = next((k for k, block in enumerate(blocks) if "columns" in block), None)
+    blocks[first if first is not None else len(blocks):] = [table, *blocks[first + 1:]] if first is not None else [table]
+    script = Path(sys.argv[0]).resolve()
+    script_name = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else script.name
+    result = {"title": earlier["title"], "command": " ".join(["python", script_name, *sys.argv[1:]]),
+              "machine": machine(accelerator), "date": datetime.date.today().isoformat(), "commit": commit or None,
+              "written_by": script_name, "blocks": blocks}
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {path}; python benchmarks/tables.py docs puts it into docs/results.md")
+

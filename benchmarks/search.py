@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+from pathlib import Path
 
 import torch
 from _common import Stopwatch, median, print_table
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per vector")
     parser.add_argument("--ef", type=int, nargs="+", default=[16, 64, 256], help="HNSW efSearch")
+    parser.add_argument("--out", type=Path, help="also write the table as this result file (benchmarks/results/09_million_vector_search.json)")
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     backends = [("torch", [None]), ("faiss", [None])]
@@ -127,7 +129,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     print_table(
         f"{args.queries} queries, k={args.k}, {args.dim}-d unit embeddings, median of {args.repeats}",
-        rows, ["gallery", "backend", "setting", "build s", "query ms (all)", "queries/s", "index MB", "peak MB", f"recall@{args.k}"],
+        rows, ["gallery", "backend", "setting", "build s", "query ms (all)", "queries/s", "index MB", "peak MB", f"recall@{args.k}"], out=args.out,
     )
 
 

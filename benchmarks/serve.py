@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="the server's max_batch_size")
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--out", type=Path, help="also write the table as this result file (benchmarks/results/08_serving_load.json)")
     args = parser.parse_args()
     folder = Path(args.photos)
     photos = [(path.name, (folder / path).read_bytes()) for path in find_images(folder)]
@@ -149,7 +150,7 @@ def main() -> None:
         f"POST /embed, one {len(photos)}-photo folder's photos in turn, {size} px model input, "
         f"{args.seconds:g} s per row, clients on the same machine (os.cpu_count()={os.cpu_count()})",
         rows, ["max_batch_size", "clients", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors", "bare img/s",
-               "served / bare"],
+               "served / bare"], out=args.out,
     )
 
 

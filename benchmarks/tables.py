@@ -9,7 +9,8 @@ and turns those files into docs/results.md.
 ``seeds``: test metrics per recipe and split, mean ± sample std over the seeds of each LABEL=SWEEP_DIR
 (or LABEL=RUN_DIR); ``trials``: one row per trial of a search, what it tried. Both rank by what
 sweeps rank by (siamese.config.RANKING_METRIC, every pair of the val images), print the table and,
-with ``--out benchmarks/results/NN_name.json --title ...``, write it as a result file. (Not Optuna's
+with ``--out benchmarks/results/NN_name.json --title ...``, write it as a result file
+(``_common.write_result``, which ``search.py --out`` and ``serve.py --out`` use too). (Not Optuna's
 ``study.trials_dataframe()``: the sweeper keeps its study in memory, so a finished search is read
 from its job folders, as every other sweep is.)
 """
@@ -17,14 +18,11 @@ from its job folders, as every other sweep is.)
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from _common import ROOT, machine, print_table
+from _common import ROOT, print_table, write_result
 
 from siamese.config import RANKING_METRIC
 from siamese.training.sweeps import job_rows, mean_std
@@ -134,26 +132,6 @@ def _short(value: str | None) -> str | None:
     if number.is_integer():
         return str(int(number))
     return f"{number:.3g}" if abs(number) < 0.01 else f"{number:.3f}"
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "" if value is None else str(value)
-
-
-def write_result(path: Path, title: str, rows: list[dict], columns: list[str]) -> None:
-    """A result file: the table, and the command, machine, date and commit it came from. An existing
-    file keeps its title and its prose (the prose then needs reading again against the new numbers)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    table = {"columns": columns, "rows": [[_cell(row.get(c)) for c in columns] for row in rows]}
-    earlier = json.loads(path.read_text()) if path.is_file() else {"title": title, "blocks": [table]}
-    blocks = [table if "columns" in block else block for block in earlier["blocks"]]
-    result = {"title": earlier["title"], "command": "python benchmarks/tables.py " + " ".join(sys.argv[1:]),
-              "machine": machine(), "date": datetime.date.today().isoformat(), "commit": commit or None,
-              "written_by": "benchmarks/tables.py", "blocks": blocks}
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {path}; python benchmarks/tables.py docs puts it into docs/results.md")
 
 
 def render(results: Path = RESULTS) -> str:

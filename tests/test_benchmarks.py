@@ -101,13 +101,20 @@ def test_docs_results_md_is_what_the_result_files_give():
         assert any("rows" in block for block in result["blocks"]), path.name
 
 
-def test_the_search_benchmark_measures_recall_against_exact_search():
+def test_the_search_benchmark_measures_recall_against_exact_search(tmp_path):
     """Exact backends find every true neighbour; IVF probing all its cells is exhaustive too, and
-    probing one of 16 finds fewer."""
+    probing one of 16 finds fewer. With --out the table is also a result file."""
+    import json
+
     pytest.importorskip("faiss")
+    out = tmp_path / "09_search.json"
     result = run_script("benchmarks/search.py", "--sizes", "3000", "--queries", "50", "--repeats", "1",
-                        "--approximate", "--nlist", "16", "--nprobe", "1", "16", "--ef", "64")
+                        "--approximate", "--nlist", "16", "--nprobe", "1", "16", "--ef", "64", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(out.read_text())
+    assert written["command"].startswith("python benchmarks/search.py --sizes 3000") and written["written_by"] == "benchmarks/search.py"
+    table = written["blocks"][0]
+    assert len(table["rows"]) == 5 and table["rows"][0][:2] == ["3,000", "torch exact"]
     recall = {f"{m.group(1)} {m.group(2)}".strip(): float(m.group(3)) for m in re.finditer(
         r"^\| 3,000 \| ([^|]+?) \| ([^|]*?) \|(?: [^|]+ \|){5} ([\d.]+) \|$", result.stdout, re.M)}
     assert recall["torch exact"] == recall["faiss flat (exact)"] == recall["faiss IVF16 nprobe 16"] == 1.0, recall
