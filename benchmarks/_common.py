@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from siamese.config import register_resolvers  # noqa: E402
+from siamese.errors import UserError  # noqa: E402
+from siamese.files import atomic_write  # noqa: E402
 from siamese.tables import markdown_table  # noqa: E402
 
 register_resolvers()
@@ -117,20 +119,37 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def write_result(path: Path, title: str, rows: list[dict], columns: list[str], accelerator: str = "cpu") -> None:
-    """A result file: the table, and the command, machine, date and commit it came from. An existing
-    file keeps its title and its prose (the prose then needs reading again against the new numbers)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    table = {"columns": columns, "rows": [[_cell(row.get(c)) for c in columns] for row in rows]}
-    earlier = json.loads(path.read_text()) if path.is_file() else {"title": title, "blocks": [table]}
-    blocks = list(earlier["blocks"])
-    first = next((k for k, block in enumerate(blocks) if "columns" in block), None)
-    blocks[first if first is not None else len(blocks):] = [table, *blocks[first + 1:]] if first is not None else [table]
-    script = Path(sys.argv[0]).resolve()
-    script_name = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else script.name
-    result = {"title": earlier["title"], "command": " ".join(["python", script_name, *sys.argv[1:]]),
-              "machine": machine(accelerator), "date": datetime.date.today().isoformat(), "commit": commit or None,
-              "written_by": script_name, "blocks": blocks}
-    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {path}; python benchmarks/tables.py docs puts it into docs/results.md")
+def read_result(path: Path) -> dict:
+    """A result file (benchmarks/results/*.json), or a UserError that names it and what is wrong."""
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not a result file (not JSON: {exc.msg}, line {exc.lineno}); fix it or remove it") from None
+    missing = [key for key in ("title", "blocks") if not isinstance(result, dict) or key not in result]
+    if missing:
+        raise UserError(f"{path} is not a result file (no {' or '.join(missing)}); fix it or remove it")
+    return result
 
+
+def write_result(path: Path, title: str, rows: list[dict], columns: list[str], accelerator: str = "cpu") -> None:
+    """A result file: the table, and the command, machine, date and commit it came from, written whole
+    or not at all. An existing file keeps its title and its prose (the prose then needs reading again
+    against the new numbers). A mistake (a folder, a damaged file) ends the script with one line."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        table = {"columns": columns, "rows": [[_cell(row.get(c)) for c in columns] for row in rows]}
+        earlier = read_result(path) if path.is_file() else {"title": title, "blocks": [table]}
+        blocks = list(earlier["blocks"])
+        first = next((k for k, block in enumerate(blocks) if "columns" in block), None)
+        blocks[first if first is not None else len(blocks):] = [table, *blocks[first + 1:]] if first is not None else [table]
+        script = Path(sys.argv[0]).resolve()
+        script_name = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else script.name
+        result = {"title": earlier["title"], "command": " ".join(["python", script_name, *sys.argv[1:]]),
+                  "machine": machine(accelerator), "date": datetime.date.today().isoformat(), "commit": commit or None,
+                  "written_by": script_name, "blocks": blocks}
+        with atomic_write(path, key="--out") as handle:
+            handle.write(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"wrote {path}; python benchmarks/tables.py docs puts it into docs/results.md")

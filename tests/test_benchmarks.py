@@ -57,18 +57,37 @@ def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_ar
             f"{wrong}: pass LABEL=SWEEP_DIR (or LABEL=RUN_DIR), a folder that src/train.py wrote")
 
 
-def test_a_seeds_table_written_as_a_result_file_keeps_its_prose_and_says_where_it_came_from(tmp_path):
+def _two_seed_sweep(sweep):
     import json
 
     import yaml
 
-    sweep = tmp_path / "sweep"
     for seed, auroc in [(1, 0.90), (2, 0.80)]:
         job = sweep / f"{seed - 1}_seed={seed}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
         (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": "stratified"}}))
         (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc}))
+    return sweep
+
+
+def test_a_result_file_that_cannot_be_written_is_one_line_and_leaves_the_old_one_as_it_was(tmp_path):
+    sweep = _two_seed_sweep(tmp_path / "sweep")
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"title": "Mine", "blocks": [')
+    for out, message in [(tmp_path, f"error: --out={tmp_path} is a folder; give a file name"),
+                         (damaged, f"error: {damaged} is not a result file (not JSON: ")]:
+        result = run_script("benchmarks/tables.py", "seeds", f"mine={sweep}", "--out", str(out))
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+    assert damaged.read_text() == '{"title": "Mine", "blocks": ['
+
+
+def test_a_seeds_table_written_as_a_result_file_keeps_its_prose_and_says_where_it_came_from(tmp_path):
+    import json
+
+
+    sweep = _two_seed_sweep(tmp_path / "sweep")
     out = tmp_path / "01_mine.json"
     out.write_text(json.dumps({"title": "Mine", "blocks": [{"text": "What it measured."},
                                                           {"columns": ["old"], "rows": [["1"]]}]}))
@@ -83,16 +102,19 @@ def test_a_seeds_table_written_as_a_result_file_keeps_its_prose_and_says_where_i
 
 
 def test_docs_results_md_is_what_the_result_files_give():
-    """docs/results.md is generated: python benchmarks/tables.py docs writes it again after a result file changes."""
+    """docs/results.md and README's headline are generated: python benchmarks/tables.py docs writes them
+    again after a result file changes."""
     import json
     import sys
 
     from helpers import ROOT
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from tables import RESULTS, render
+    from tables import RESULTS, render, with_headline
 
     assert (ROOT / "docs" / "results.md").read_text() == render(), "run: python benchmarks/tables.py docs"
+    readme = (ROOT / "README.md").read_text()
+    assert readme == with_headline(readme), "README's headline differs from the result files: python benchmarks/tables.py docs"
     files = sorted(RESULTS.glob("*.json"))
     assert len(files) >= 9
     for path in files:
