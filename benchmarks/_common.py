@@ -142,7 +142,10 @@ def write_result(path: Path, title: str, rows: list[dict], columns: list[str], a
         earlier = read_result(path) if path.is_file() else {"title": title, "blocks": [table]}
         blocks = list(earlier["blocks"])
         first = next((k for k, block in enumerate(blocks) if "columns" in block), None)
-        blocks[first if first is not None else len(blocks):] = [table, *blocks[first + 1:]] if first is not None else [table]
+        if first is None:
+            blocks.append(table)
+        else:
+            blocks[first] = table
         script = Path(sys.argv[0]).resolve()
         script_name = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else script.name
         result = {"title": earlier["title"], "command": " ".join(["python", script_name, *sys.argv[1:]]),

@@ -100,6 +100,10 @@ def main() -> None:
     parser.add_argument("after", help="another, e.g. HEAD")
     parser.add_argument("--keep", type=Path, help="keep the outputs of both in this folder")
     args = parser.parse_args()
+    for rev in (args.before, args.after):
+        known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True)
+        if known.returncode:
+            parser.error(f"{rev} is not a commit of this repository; pass two commits, e.g. 32fe891 HEAD")
     with tempfile.TemporaryDirectory(prefix="same-behaviour-") as scratch:
         scratch = Path(scratch)
         data, photos = write_flowers102(scratch / "tiny"), write_image_folder(scratch / "photos", {"daisy": 4, "rose": 4, "tulip": 3})

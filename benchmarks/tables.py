@@ -106,12 +106,13 @@ def seed_rows(sweeps: list[tuple[str, Path]], columns: dict[str, str]) -> list[d
 
 def trial_rows(search_dir: Path) -> tuple[list[dict], list[str]]:
     """One row per trial of a search, the best by the ranking metric first, and its columns."""
-    searched = [key.split(".")[-1] for key in _searched(search_dir)]
+    keys = _searched(search_dir)
+    searched = [key.split(".")[-1] for key in keys]
     rows = []
     for job in sorted(job_rows(search_dir), key=lambda j: -ranking_value(j)):
         row = {"trial": job["job"].split("_")[2] if job["job"].count("_") >= 2 else job["job"]}
         row.update({name: job.get(key) for key, name in TRIAL_COLUMNS.items()})
-        row.update({key.split(".")[-1]: _short(job["_overrides"].get(key)) for key in _searched(search_dir)})
+        row.update({key.split(".")[-1]: _short(job["_overrides"].get(key)) for key in keys})
         rows.append(row)
     columns = ["trial", *(name for key, name in TRIAL_COLUMNS.items() if any(r.get(name) is not None for r in rows)),
                *searched]

@@ -72,6 +72,17 @@ def in_order(position: torch.Tensor) -> torch.Tensor:
     return order[first]
 
 
+def ordered(collector: Collector) -> dict[str, torch.Tensor] | None:
+    """What ``collector`` gathered since its last reset, in the order of its positions, each once
+    (None when nothing was); the collector is reset for the next evaluation."""
+    values = collector.compute() if collector.update_count else None
+    collector.reset()
+    if values is None:
+        return None
+    keep = in_order(values["position"])
+    return {name: value[keep] for name, value in values.items()}
+
+
 def both_kinds(same: torch.Tensor) -> bool:
     """Whether there are "same" and "different" pairs, so that a ROC-AUC exists."""
     return len(same) > 0 and bool(same.min() != same.max())
@@ -89,14 +100,10 @@ class PairEvaluator(nn.Module):
 
     def collected(self) -> PairScores:
         """The pairs scored since the last call, in pair order (empty when none were)."""
-        if self.collector.update_count:
-            values = self.collector.compute()
-            keep = in_order(values["position"])
-            scores = PairScores(values["distance"][keep].float().cpu(), values["same"][keep].float().cpu())
-        else:
-            scores = PairScores(torch.empty(0), torch.empty(0))
-        self.collector.reset()
-        return scores
+        values = ordered(self.collector)
+        if values is None:
+            return PairScores(torch.empty(0), torch.empty(0))
+        return PairScores(values["distance"].float().cpu(), values["same"].float().cpu())
 
     @staticmethod
     def metrics(scores: PairScores, verdict: Verdict, **kwargs) -> dict[str, float]:
@@ -126,12 +133,8 @@ class ImageSetEvaluator(nn.Module):
 
     def embedded(self) -> ImageEmbeddings | None:
         """The images embedded since the last call, in order; None when there were none."""
-        collected = self.collector.compute() if self.collector.update_count else None
-        self.collector.reset()
-        if collected is None:
-            return None
-        keep = in_order(collected["position"])
-        return ImageEmbeddings(collected["embedding"][keep].float().cpu(), collected["label"][keep].cpu())
+        values = ordered(self.collector)
+        return None if values is None else ImageEmbeddings(values["embedding"].float().cpu(), values["label"].cpu())
 
     def calibrated(self, pairs: Pairs, far: float | None) -> float:
         """The threshold that every pair among the images calls for (both kinds weighted equally)."""
