@@ -33,17 +33,23 @@ def test_the_trials_table_ranks_a_search_by_validation_and_shows_what_each_trial
     assert "| trial | val ROC-AUC | test ROC-AUC | test acc | best epoch | margin |" in result.stdout
 
 
-def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_argument(tmp_path):
+def _two_seed_sweep(sweep, split="stratified", **metrics):
+    """A finished sweep of two seeds on ``split``: test_auroc 0.90 and 0.80, and ``metrics`` in both."""
     import json
 
     import yaml
 
     for seed, auroc in [(1, 0.90), (2, 0.80)]:
-        job = tmp_path / f"{seed - 1}_seed={seed}"
+        job = sweep / f"{seed - 1}_seed={seed}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
-        (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": "unseen_classes"}}))
-        (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc, "test_gallery_classes": 20.0}))
+        (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": split}}))
+        (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc, **metrics}))
+    return sweep
+
+
+def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_argument(tmp_path):
+    _two_seed_sweep(tmp_path, split="unseen_classes", test_gallery_classes=20.0)
     result = run_script("benchmarks/tables.py", "seeds", f"mine={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     header = next(line for line in result.stdout.splitlines() if line.startswith("| recipe"))
@@ -56,19 +62,6 @@ def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_ar
         assert refused.stderr.strip().splitlines()[-1].endswith(
             f"{wrong}: pass LABEL=SWEEP_DIR (or LABEL=RUN_DIR), a folder that src/train.py wrote")
 
-
-def _two_seed_sweep(sweep):
-    import json
-
-    import yaml
-
-    for seed, auroc in [(1, 0.90), (2, 0.80)]:
-        job = sweep / f"{seed - 1}_seed={seed}"
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
-        (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": "stratified"}}))
-        (job / "metrics.json").write_text(json.dumps({"test_auroc": auroc}))
-    return sweep
 
 
 def test_a_result_file_that_cannot_be_written_is_one_line_and_leaves_the_old_one_as_it_was(tmp_path):
