@@ -35,8 +35,20 @@ def test_eval_reproduces_the_training_runs_test_metrics(trained_run, best_checkp
     assert "test_auroc" in scalar_tags(tmp_path / "tensorboard")
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
-    assert {"figures/test_roc", "figures/test_confusion"} <= set(events.Tags()["images"])
+    assert {"figures/test_roc", "figures/test_confusion", "figures/test_confused_kinds",
+            "figures/foreign_confused_kinds"} <= set(events.Tags()["images"])
     assert (tmp_path / "tensorboard" / "projector_config.pbtxt").exists()
+    # per kind: the test images' and the foreign photos', agreeing with the sets' own Recall@1
+    per_kind = read_rows(tmp_path / "per_class.csv")
+    for name, prefix in (("test", "test"), ("foreign", "foreign")):
+        rows = [r for r in per_kind if r["images"] == name]
+        scored = [r for r in rows if r["recall@1"]]
+        recall = sum(float(r["recall@1"]) * int(r["count"]) for r in scored) / sum(int(r["count"]) for r in scored)
+        assert recall == pytest.approx(evaluated[f"{prefix}_recall@1"], abs=1e-4), name
+        aurocs = [float(r["auroc"]) for r in scored]
+        assert aurocs == sorted(aurocs)  # worst first
+    assert f"per kind (test images, {len([r for r in per_kind if r['images'] == 'test'])} kinds)" in result.stdout
+    assert {r["by"] for r in read_rows(tmp_path / "confused_pairs.csv")} <= {"votes", "distance"}
 
 
 def test_the_foreign_figure_is_evals_on_those_photos_as_a_test_split(trained_run, best_checkpoint, gallery_dir,
@@ -51,6 +63,8 @@ def test_the_foreign_figure_is_evals_on_those_photos_as_a_test_split(trained_run
     for name in ("auroc", "auroc_se", "acc"):
         assert evaluated[f"test_all_{name}"] == pytest.approx(trained[f"foreign_{name}"], abs=1e-6), name
     assert evaluated["test_map@r"] == pytest.approx(trained["foreign_map@r"], abs=1e-6)
+    kinds = {r["class"] for r in read_rows(tmp_path / "per_class.csv")}  # an image folder's kinds by their folders
+    assert kinds == {folder.name for folder in gallery_dir.iterdir() if folder.is_dir()}
 
 
 def test_eval_overrides_the_checkpoints_config(best_checkpoint, tmp_path):

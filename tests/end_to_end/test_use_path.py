@@ -153,3 +153,60 @@ def test_a_tall_photo_is_cropped_as_the_checkpoint_says_and_gives_one_distance_e
     alone = run_script(str(tmp_path / "use_model.py"), str(exported / "embedder.onnx"), str(tall), str(square), cwd=tmp_path)
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert float(alone.stdout.split()[1]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_test_views_give_one_distance_in_every_use_path(checkpoint, gallery_dir, tmp_path, capsys):
+    """test_views=5 (the image and four corner crops) is one option that verify.py, index.py/search.py,
+    the page, the API and the export share: the same pair has the same distance through each."""
+    import signal
+
+    import onnxruntime
+    from PIL import Image
+
+    from siamese.commands.export import export_model
+    from siamese.commands.index import build_index
+    from siamese.commands.search import search
+    from siamese.commands.verify import verify
+    from siamese.errors import UserError
+    from siamese.serving.api import Decoded, ServeSettings, VerifyAPI
+    from siamese.serving.page import FlowerApp
+    from siamese.use.embedding import pair_distances
+    from siamese.use.gallery import open_gallery
+
+    a, b = sorted(gallery_dir.rglob("*.*"))[:2]
+    model = load_for_use(checkpoint, test_views=5)
+    expected = float(pair_distances(model, [a], [b])[0])
+    assert expected != pytest.approx(float(pair_distances(load_for_use(checkpoint), [a], [b])[0]), abs=1e-4)
+
+    verify(compose_config("verify", [f"ckpt_path={checkpoint}", f"image_a={a}", f"image_b={b}", "test_views=5"]))
+    assert float(capsys.readouterr().out.split()[1]) == pytest.approx(expected, abs=1e-4)  # printed to 4 places
+
+    index = tmp_path / "g.pt"
+    build_index(compose_config("index", [f"ckpt_path={checkpoint}", f"images={gallery_dir}", f"out={index}",
+                                         "test_views=5"]))
+    search(compose_config("search", [f"index={index}", f"query={a}", "k=1000", "exclude_self=false",
+                                      f"out={tmp_path / 's.csv'}"]))  # the index's views, unasked
+    rows = {row["neighbour"]: float(row["distance"]) for row in read_rows(tmp_path / "s.csv")}
+    assert rows[b.relative_to(gallery_dir).as_posix()] == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(UserError, match="holds embeddings of 5 view"):
+        open_gallery(index, test_views=2)
+
+    gallery, page_model = open_gallery(index)
+    assert FlowerApp(page_model, gallery).compare(a, b).distance == pytest.approx(expected, abs=1e-6)
+
+    api = VerifyAPI(ServeSettings(ckpt_path=str(checkpoint), index=None, test_views=5))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        api.setup("cpu")
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    answer = api.predict(Decoded([Image.open(a).convert("RGB"), Image.open(b).convert("RGB")]))
+    assert answer["distance"] == pytest.approx(expected, abs=1e-5)
+
+    exported = tmp_path / "exported"
+    export_model(compose_config("export", [f"ckpt_path={checkpoint}", f"out={exported}", "formats=[onnx]",
+                                           "test_views=5"]))
+    session = onnxruntime.InferenceSession(str(exported / "embedder.onnx"))
+    out_a, out_b = session.run(None, {"images": preprocess(model.embedder.preprocessing, [a, b]).numpy()})[0]
+    assert float(np.sqrt(max(((out_a - out_b) ** 2).sum(), 1e-7))) == pytest.approx(expected, abs=1e-4)
+    assert json.loads((exported / "preprocessing.json").read_text())["test_views"] == 5

@@ -70,6 +70,14 @@ def test_a_feature_bank_over_the_limit_is_refused_before_it_is_allocated(tiny_fl
                             "image_size, raise model.cache_max_gib, or set model.cache_frozen_features=false")
 
 
+def test_a_feature_bank_holds_no_corner_views_and_says_what_to_do(tiny_flowers, tmp_path):
+    cached, data = module_and_data(tiny_flowers, tmp_path, "model.cache_frozen_features=true",
+                                   "model.network.test_views=5")
+    with pytest.raises(UserError, match=r"^model.network.test_views=5 crops the images, which the frozen-feature cache "
+                                        r"does not hold; train with test_views 1 or 2 and evaluate with more"):
+        validate(cached, data)
+
+
 def test_frozen_feature_cache_refuses_augmentation(tiny_flowers, tmp_path):
     cfg = compose_train([*tiny_overrides(tiny_flowers), "model.cache_frozen_features=true"], tmp_path)
     assert cfg.data.feature_rows is True  # the data module follows the model's key

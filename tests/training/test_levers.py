@@ -112,3 +112,59 @@ def test_the_light_augmentation_keeps_size_and_scale_and_varies_the_image():
     # the normalisation is the same: a mid-grey image stays near the same value
     grey = torch.full((3, 64, 64), 128, dtype=torch.uint8)
     assert torch.allclose(light(grey)[:, 16:48, 16:48].mean((1, 2)), none(grey).mean((1, 2)), atol=0.5)
+
+
+def test_l2_sp_is_half_its_weight_times_the_squared_distance_from_the_pretrained_trunk(tiny_flowers, tmp_path):
+    from helpers import module_and_data
+
+    module, _ = module_and_data(tiny_flowers, tmp_path, "model.l2_sp=0.5")
+    assert float(module.l2_sp_penalty()) == 0.0  # where it started
+    sizes = 0
+    with torch.no_grad():
+        for parameter in module.trunk_parameters:
+            parameter.add_(0.01)
+            sizes += parameter.numel()
+    assert float(module.l2_sp_penalty()) == pytest.approx(0.5 / 2 * sizes * 0.01**2, rel=1e-3)
+    assert not [key for key in module.state_dict() if "l2_sp" in key]  # rebuilt from the pretrained weights, not saved
+    with pytest.raises(Exception, match="model.l2_sp must be 0 .no penalty. or more, got -1"):
+        module_and_data(tiny_flowers, tmp_path, "model.l2_sp=-1")
+
+
+def test_l2_sp_keeps_the_trunk_nearer_its_pretrained_weights(tiny_flowers, tmp_path):
+    import pytorch_lightning as pl
+    from helpers import module_and_data
+
+    def trunk_moved(l2_sp: float) -> float:
+        module, data = module_and_data(tiny_flowers, tmp_path, f"model.l2_sp={l2_sp}", "model.optimizer.lr=0.01")
+        start = [p.detach().clone() for p in module.trunk_parameters]
+        pl.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, limit_val_batches=0,
+                   enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=data)
+        return sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(module.trunk_parameters, start))
+
+    free, held = trunk_moved(0.0), trunk_moved(100.0)
+    assert free > 0 and held < 0.5 * free
+
+
+def test_a_joined_run_keeps_the_pretrained_trunk_and_eval_chooses_its_weight(tiny_flowers, tmp_path):
+    from helpers import read_rows, run_script
+
+    from siamese.data.io import read_rgb
+
+    cfg = compose_train([*tiny_overrides(tiny_flowers), "trainer.max_epochs=1", "model.network.join_pretrained=0.5",
+                         "callbacks.tensorboard_notebook=null"], tmp_path / "run")
+    train(cfg)
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best_checkpoint"]
+    assert load_for_use(best).embedder.join_weight == 0.5
+    for weight in (0.5, 0.0):
+        out = tmp_path / f"eval_{weight}"
+        result = run_script("src/eval.py", f"ckpt_path={best}", "accelerator=cpu", "data.num_workers=0",
+                            f"model.network.join_pretrained={weight}", f"hydra.run.dir={out}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        model = load_for_use(best, join_pretrained=weight)
+        row = read_rows(out / "pairs_test.csv")[0]
+        images = torch.stack([model.embedder.preprocessing.transform()(read_rgb(tiny_flowers / "flowers-102" / row[k]))
+                              for k in ("image_a", "image_b")])
+        with torch.no_grad():
+            embeddings = model.embedder(images)
+        assert float(row["distance"]) == pytest.approx(float(model.embedder.distance(embeddings[:1], embeddings[1:])),
+                                                       abs=1e-5)

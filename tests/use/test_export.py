@@ -64,13 +64,14 @@ def test_export_example_imports_no_torch():
     assert len([line for line in example.splitlines() if line.strip()]) <= 20
 
 
-def test_export_keeps_the_checkpoints_test_time_flip(checkpoint, tmp_path):
+def test_export_keeps_an_older_checkpoints_test_time_flip(checkpoint, tmp_path):
     import onnxruntime
 
     from siamese.use.export import export
 
     state = torch.load(checkpoint, weights_only=True)
-    state["embedder"]["test_time_flip"] = True
+    del state["embedder"]["test_views"]
+    state["embedder"]["test_time_flip"] = True  # as checkpoints said it before test_views
     flipping = tmp_path / "flip.ckpt"
     torch.save(state, flipping)
     written = export(load_for_use(flipping), tmp_path / "exported", ["onnx"])
@@ -79,6 +80,7 @@ def test_export_keeps_the_checkpoints_test_time_flip(checkpoint, tmp_path):
     assert not torch.allclose(expected, embed_images(load_for_use(checkpoint), images), atol=1e-4)  # the flip counts
     session = onnxruntime.InferenceSession(str(written["onnx"]))
     assert np.abs(session.run(None, {"images": images.numpy()})[0] - expected.numpy()).max() < 1e-4
+    assert json.loads((tmp_path / "exported" / "preprocessing.json").read_text())["test_views"] == 2
 
 
 def test_export_into_an_existing_file_is_one_line(checkpoint, tmp_path):

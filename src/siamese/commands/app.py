@@ -27,9 +27,9 @@ def serve_app(cfg: DictConfig) -> None:
     k = check_k(cfg.k)
     with stop_on_signals("while loading the model"):
         if cfg.index:
-            gallery, model = open_gallery(Path(cfg.index), cfg.ckpt_path, cfg.device)
+            gallery, model = open_gallery(Path(cfg.index), cfg.ckpt_path, cfg.device, test_views=cfg.test_views)
         else:
-            gallery, model = None, load_for_use(cfg.ckpt_path, device=cfg.device)
+            gallery, model = None, load_for_use(cfg.ckpt_path, device=cfg.device, test_views=cfg.test_views)
         app = FlowerApp(model, gallery, cfg.backend)
         page = build_page(app, k)
     print(app.status())

@@ -62,7 +62,9 @@ def evaluate(cfg: DictConfig, overrides: Iterable[str]) -> dict[str, Any]:
         if f"trainer.{key}" not in given:
             merged.trainer[key] = value
     threshold = merged.model.get("threshold") if "model.threshold" in given else None
-    model = load_for_use(cfg.ckpt_path, threshold=threshold, checkpoint=checkpoint)
+    network = {key: merged.model.network.get(key) if f"model.network.{key}" in given else None
+               for key in ("test_views", "join_pretrained")}  # what the checkpoint's embedder may change
+    model = load_for_use(cfg.ckpt_path, threshold=threshold, checkpoint=checkpoint, **network)
     preprocessing = model.embedder.preprocessing
     for key, value in (("mean", list(preprocessing.mean)), ("std", list(preprocessing.std)),
                        ("resize", preprocessing.resize), ("crop_pct", preprocessing.crop_pct)):

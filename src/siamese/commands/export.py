@@ -14,7 +14,7 @@ from siamese.use.export import export
 def export_model(cfg: DictConfig) -> None:
     """Write the formats ``cfg.formats`` of ``cfg.ckpt_path`` into ``cfg.out``; print what was written."""
     with stop_on_signals():
-        model = load_for_use(cfg.ckpt_path, threshold=cfg.threshold)
+        model = load_for_use(cfg.ckpt_path, threshold=cfg.threshold, test_views=cfg.test_views)
         formats = OmegaConf.to_container(cfg.formats) if OmegaConf.is_list(cfg.formats) else [cfg.formats]
         written = export(model, Path(cfg.out), formats)
     for kind, path in written.items():

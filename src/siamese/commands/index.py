@@ -66,17 +66,17 @@ def build_index(cfg: DictConfig) -> Gallery:
     # several processes: each loads its copy where its rank embeds (cuda:<local rank>), not all on cuda:0
     device = str(trainer_for().strategy.root_device) if processes > 1 else cfg.device
     if saved.is_file():
-        gallery, model = open_gallery(saved, cfg.ckpt_path, device)
+        gallery, model = open_gallery(saved, cfg.ckpt_path, device, test_views=cfg.test_views)
         print(f"continuing from {saved} ({len(gallery)} images embedded before)")
     elif cfg.sync or (processes > 1 and out.is_file()):  # a shard an earlier run finished: kept
-        gallery, model = open_gallery(out, cfg.ckpt_path, device)
+        gallery, model = open_gallery(out, cfg.ckpt_path, device, test_views=cfg.test_views)
     else:
         if out.exists() and not cfg.overwrite:
             raise UserError(f"index {out} exists; sync=true brings it in line with the folder, overwrite=true replaces it")
         if cfg.ckpt_path is None:
             raise UserError("give the checkpoint to embed with: ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-        model = load_for_use(cfg.ckpt_path, device=device)
-        gallery = new_gallery(model, folder)
+        model = load_for_use(cfg.ckpt_path, device=device, test_views=cfg.test_views)
+        gallery = new_gallery(model, folder, None if cfg.test_views is None else model.embedder.test_views)
 
     def embed(paths, *arguments) -> None:
         if paths or processes > 1:  # every process of several takes part, with or without files

@@ -29,7 +29,7 @@ def search(cfg: DictConfig) -> Path:
         check_output_file(Path(cfg.sheet), "sheet")
     set_max_pixels(cfg.max_pixels)
     queries = read_queries(Path(cfg.query))
-    gallery, model = open_gallery(index_path, cfg.ckpt_path, cfg.device, cfg.threshold)
+    gallery, model = open_gallery(index_path, cfg.ckpt_path, cfg.device, cfg.threshold, cfg.test_views)
     verdict = model.verdict
     with stop_on_signals():
         embeddings = embed_files(model, [q.path for q in queries], as_number(cfg.batch_size, "batch_size", int),

@@ -21,7 +21,7 @@ def verify(cfg: DictConfig) -> None:
     if single == (cfg.pairs is not None) or (single and (cfg.image_a is None or cfg.image_b is None)):
         raise UserError("give either image_a=... and image_b=..., or pairs=<csv>")
     set_max_pixels(cfg.max_pixels)
-    model = load_for_use(cfg.ckpt_path, device=cfg.device, threshold=cfg.threshold)
+    model = load_for_use(cfg.ckpt_path, device=cfg.device, threshold=cfg.threshold, test_views=cfg.test_views)
     verdict = model.verdict
     if single:
         for image in (cfg.image_a, cfg.image_b):

@@ -130,8 +130,14 @@ class FeatureCache:
                 "model.cache_frozen_features=true: the backbone's first block already trains, so nothing can be "
                 "cached; lower backbone.trainable_fraction or set model.cache_frozen_features=false"
             )
+        if embedder.test_views > 2:
+            raise UserError(
+                f"model.network.test_views={embedder.test_views} crops the images, which the frozen-feature cache "
+                "does not hold; train with test_views 1 or 2 and evaluate with more "
+                "(python src/eval.py ckpt_path=... model.network.test_views=5), or set model.cache_frozen_features=false"
+            )
         images = datamodule.feature_images()
-        mirrored = images.augmentation == "flip" or embedder.test_time_flip
+        mirrored = images.augmentation == "flip" or embedder.test_views == 2
         with precision or contextlib.nullcontext():
             self.build(embedder.backbone.front(), images, device, embedder.to_layout, mirrored, max_gib)
 

@@ -36,13 +36,16 @@ MOVED_TARGETS = {
 
 
 def current_targets(config: Any) -> Any:
-    """``config`` (plain dicts and lists) with every ``_target_`` that names a moved class renamed."""
+    """``config`` (plain dicts and lists) with every ``_target_`` that names a moved class renamed,
+    and the embedder's ``test_time_flip`` of older checkpoints said as ``test_views`` (2 or 1)."""
     if isinstance(config, dict):
         moved = {key: current_targets(value) for key, value in config.items()}
         target = moved.get("_target_")
         for old, new in MOVED_TARGETS.items():
             if isinstance(target, str) and target.startswith(old):
                 moved["_target_"] = new + target.removeprefix(old)
+        if "test_time_flip" in moved and str(moved.get("_target_", "")).endswith(".Embedder"):
+            moved["test_views"] = 2 if moved.pop("test_time_flip") else 1
         return moved
     if isinstance(config, list):
         return [current_targets(value) for value in config]

@@ -67,6 +67,7 @@ class ServeSettings:
     ckpt_path: str | None
     index: str | None
     threshold: float | None = None
+    test_views: int | None = None  # None: the checkpoint's (or the index's)
     backend: str = "torch"
     default_k: int = 8
     max_images: int = 32
@@ -76,9 +77,11 @@ class ServeSettings:
 def load_model(settings: ServeSettings, device: str = "cpu") -> tuple[TrainedModel, Gallery | None]:
     """The model (and gallery, or None) a worker serves, as every command loads them."""
     if settings.index:
-        gallery, model = open_gallery(Path(settings.index), settings.ckpt_path, device, settings.threshold)
+        gallery, model = open_gallery(Path(settings.index), settings.ckpt_path, device, settings.threshold,
+                                      settings.test_views)
         return model, gallery
-    return load_for_use(settings.ckpt_path, device=device, threshold=settings.threshold), None
+    return load_for_use(settings.ckpt_path, device=device, threshold=settings.threshold,
+                        test_views=settings.test_views), None
 
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -326,7 +329,7 @@ def health(model, gallery, settings) -> dict[str, Any]:
     embedder, verdict = model.embedder, model.verdict
     return {
         "checkpoint": str(model.path), "fingerprint": model.fingerprint, "backbone": embedder.backbone.name,
-        "image_size": embedder.preprocessing.image_size, "embedding_dim": embedder.embedding_dim,
+        "image_size": embedder.preprocessing.image_size, "embedding_dim": embedder.output_dim,
         "threshold": float(verdict.threshold), "rule": verdict.rule,
         "index": settings.index, "index_checksum": gallery.checksum if gallery is not None else None,
         "gallery_images": len(gallery) if gallery is not None else 0,
@@ -369,6 +372,7 @@ def build_server(cfg: DictConfig):
     settings = ServeSettings(
         ckpt_path=str(cfg.ckpt_path) if cfg.ckpt_path else None, index=str(cfg.index) if cfg.index else None,
         threshold=None if cfg.threshold is None else as_number(cfg.threshold, "threshold"), backend=cfg.backend,
+        test_views=None if cfg.test_views is None else as_number(cfg.test_views, "test_views", int),
         default_k=check_k(cfg.k), max_images=as_number(cfg.max_images, "max_images", int),
         max_pixels=set_max_pixels(cfg.max_pixels),
     )

@@ -45,9 +45,10 @@ def evaluated_pairs(pl_module: Any, split: str) -> PairScores | None:
     return getattr(pl_module, "scored_pairs", {}).get(split)
 
 
-def evaluated_images(pl_module: Any) -> ImageEmbeddings | None:
-    """The test images ``pl_module`` (a ``SiameseModule``) embedded in its last test run; None for other modules."""
-    return getattr(pl_module, "test_images", None)
+def evaluated_images(pl_module: Any, name: str = "test") -> ImageEmbeddings | None:
+    """The images of set ``name`` (val, test or foreign) ``pl_module`` (a ``SiameseModule``) embedded in
+    its last evaluation of them; None for other modules."""
+    return getattr(pl_module, "embedded_images", {}).get(name)
 
 
 def checked_calibration(threshold: float | None, threshold_far: float | None, calibrate_on: str) -> float | None:

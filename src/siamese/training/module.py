@@ -10,7 +10,7 @@ from torch import nn
 
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch
 from siamese.data.feature_cache import FeatureCache, FrozenFeatureCache
-from siamese.errors import positive
+from siamese.errors import UserError, as_number, positive
 from siamese.metrics.all_pairs import all_pairs
 from siamese.metrics.pairs import FAR_LEVELS
 from siamese.models.embedder import Embedder
@@ -60,7 +60,7 @@ class SiameseModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None, threshold: float | None = None, backbone_lr: float | None = None,
         compile: bool = False, cache_frozen_features: bool = False, threshold_far: float | None = None,
         warmup_steps: int = 0, loss_lr: float | None = None, calibrate_on: str = "all", probe_epochs: int = 0,
-        cache_max_gib: float | None = None,
+        cache_max_gib: float | None = None, l2_sp: float = 0.0,
     ) -> None:
         super().__init__()
         warmup_steps, probe_epochs = checked_warmup_steps(warmup_steps), checked_probe_epochs(probe_epochs)
@@ -79,10 +79,16 @@ class SiameseModule(pl.LightningModule):
             "foreign": ImageSetEvaluator("foreign", "foreign", SET_RETRIEVAL_METRICS, may_choose=False),
         })
         self.scored_pairs: dict[str, PairScores] = {}  # what the last evaluations scored, for callbacks
-        self.test_images: ImageEmbeddings | None = None
+        self.embedded_images: dict[str, ImageEmbeddings] = {}  # each image set's last evaluation (val, test, foreign)
         self.probe_epochs = probe_epochs
         # the trunk's trainable parameters, frozen while a linear probe trains the head alone
         self.trunk_parameters = [p for p in network.backbone.parameters() if p.requires_grad]
+        self.l2_sp = as_number(l2_sp, "model.l2_sp")
+        if self.l2_sp < 0:
+            raise UserError(f"model.l2_sp must be 0 (no penalty) or more, got {self.l2_sp}")
+        if self.l2_sp > 0:  # where the trunk started (its pretrained weights): not saved, rebuilt with the module
+            for k, parameter in enumerate(self.trunk_parameters):
+                self.register_buffer(f"l2_sp_start_{k}", parameter.detach().clone(), persistent=False)
         self.run_config: dict[str, Any] | None = None  # the run's Hydra config, saved into checkpoints
         self.compile_embedding = compile  # not self.compile: nn.Module.compile is a method
         self.embed_images: Callable[[torch.Tensor], torch.Tensor] = network
@@ -119,12 +125,12 @@ class SiameseModule(pl.LightningModule):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Embeddings of images, or of feature-bank rows (catalog indices) when the frozen features are
-        cached; with the embedder's test-time flip outside training in both cases."""
+        cached; with the embedder's test-time views outside training in both cases (cached: the mirror)."""
         cache = self.feature_cache
         if cache is None:
             return self.embed_images(inputs)
-        return self.network.with_flip(lambda rows: self.embed_front_features(cache.features(rows)), inputs,
-                                      cache.mirrored)
+        return self.network.with_views(lambda rows: self.embed_front_features(cache.features(rows)), inputs,
+                                       lambda rows: [rows, cache.mirrored(rows)])
 
     def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         return self.network.pair_distance(images_a, images_b, self.embed)
@@ -136,7 +142,19 @@ class SiameseModule(pl.LightningModule):
         stop_unless_finite(loss, self._trainer, self.current_epoch, self.global_step)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.same),
                  sync_dist=True)
+        if self.l2_sp > 0:
+            penalty = self.l2_sp_penalty()
+            self.log("train_l2_sp", penalty, on_step=False, on_epoch=True, batch_size=len(batch.same), sync_dist=True)
+            return loss + penalty
         return loss
+
+    def l2_sp_penalty(self) -> torch.Tensor:
+        """L2-SP (Li, Grandvalet & Davoine 2018): ``l2_sp / 2`` times the squared distance of the
+        trunk's trainable weights from where they started, the pretrained weights, so that
+        fine-tuning keeps what ImageNet taught them (plain weight decay pulls towards zero instead)."""
+        starts = (getattr(self, f"l2_sp_start_{k}") for k in range(len(self.trunk_parameters)))
+        squared = sum(((p.float() - start.float()) ** 2).sum() for p, start in zip(self.trunk_parameters, starts))
+        return self.l2_sp / 2 * squared
 
     def _evaluation_step(self, split: str, batch: PairBatch | ImageBatch | ForeignBatch) -> None:
         if isinstance(batch, PairBatch):
@@ -177,6 +195,8 @@ class SiameseModule(pl.LightningModule):
             verdict = Verdict(threshold, self.threshold_rule)
             return threshold, {} if images is None else evaluator.metrics(images, pairs, verdict)
 
+        if images is not None:
+            self.embedded_images["val"] = images
         threshold, scored = once(self._trainer, calibrated_and_scored)
         self.threshold.fill_(threshold)
         self._log_pair_metrics("val", scores)
@@ -185,9 +205,7 @@ class SiameseModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_pair_metrics("test", self._collected("test"), far_levels=FAR_LEVELS)
-        images = self._log_image_set("test")
-        if images is not None:
-            self.test_images = images
+        self._log_image_set("test")
         self._log_image_set("foreign")
 
     def _log_image_set(self, name: str) -> ImageEmbeddings | None:
@@ -195,6 +213,7 @@ class SiameseModule(pl.LightningModule):
         evaluator = self.image_sets[name]
         images = evaluator.embedded()
         if images is not None:
+            self.embedded_images[name] = images
             metrics = once(self._trainer, lambda: evaluator.metrics(images, None, self.verdict))
             self.log_dict(metrics, add_dataloader_idx=False, sync_dist=True)
         return images

@@ -46,7 +46,7 @@ def embed_files(
     finally:
         if progress is not None:
             progress.close()
-    return torch.cat(result) if result else torch.empty(0, model.embedder.embedding_dim)
+    return torch.cat(result) if result else torch.empty(0, model.embedder.output_dim)
 
 
 def pair_distances(

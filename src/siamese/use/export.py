@@ -38,19 +38,29 @@ def metadata(model: TrainedModel) -> dict[str, Any]:
         "scale": "RGB values / 255, then (x - mean) / std per channel; layout N x 3 x H x W, float32",
         "mean": list(preprocessing.mean),
         "std": list(preprocessing.std),
-        "embedding_dim": model.embedder.embedding_dim,
+        "embedding_dim": model.embedder.output_dim,
         "distance": "euclidean",
         "threshold": model.verdict.threshold,
         "threshold_rule": model.verdict.rule,
         "same_when": "distance < threshold",
         "checkpoint": model.path.resolve().as_posix(),
         "fingerprint": model.fingerprint,
-    }
+    } | _views(model.embedder.test_views)
+
+
+def _views(count: int) -> dict[str, Any]:
+    """The test views the exported network computes itself (nothing to say for one)."""
+    if count == 1:
+        return {}
+    views = {2: "the image and its mirror image", 5: "the image and its four corner crops (7/8 of each side, "
+             "scaled back bilinearly)", 10: "the image, its four corner crops (7/8 of each side, scaled back "
+             "bilinearly) and the mirror images of those five"}[count]
+    return {"test_views": count, "views": f"each embedding is the mean of the embeddings of {views} (unit length again if they are), computed inside the model"}
 
 
 def export(model: TrainedModel, out: Path, formats: list[str]) -> dict[str, Path]:
     """Write the chosen formats and ``preprocessing.json`` into the folder ``out``; each file whole
-    or not at all. What is traced is the checkpoint's embedder itself (test-time flip included)."""
+    or not at all. What is traced is the checkpoint's embedder itself (its test views included)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UserError(f"unknown export format(s) {unknown or formats}; choose from: {', '.join(FORMATS)}")

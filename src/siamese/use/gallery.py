@@ -40,6 +40,7 @@ class Gallery:
     paths: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     stats: list[tuple[int, int]] = field(default_factory=list)  # (size, mtime_ns) of each file when embedded
+    test_views: int | None = None  # the views embedded when index.py was given test_views (None: the checkpoint's)
     checksum: str = field(default="", compare=False)  # of the file it was loaded from ("" until saved)
     # embeddings of rows appended since the last flush() (one concatenation per flush, not per batch)
     _pending: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
@@ -106,7 +107,7 @@ class Gallery:
             "paths": self.paths,
             "labels": self.labels,
             "stats": [list(s) for s in self.stats],
-        }
+        } | ({} if self.test_views is None else {"test_views": self.test_views})
 
     def save(self, path: Path) -> None:
         """Write the gallery to ``path`` whole or not at all, with the checksum of its contents."""
@@ -134,6 +135,7 @@ class Gallery:
                 paths=[str(p) for p in state["paths"]],
                 labels=[str(label) for label in state["labels"]],
                 stats=[(int(a), int(b)) for a, b in state["stats"]],
+                test_views=None if state.get("test_views") is None else int(state["test_views"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"index {path} is damaged ({type(exc).__name__}: {exc}); {REBUILD}") from None
@@ -157,12 +159,19 @@ class Gallery:
 
 
 def open_gallery(index: Path, ckpt_path: str | Path | None = None, device: str = "cpu",
-                 threshold: float | None = None) -> tuple[Gallery, TrainedModel]:
+                 threshold: float | None = None, test_views: int | None = None) -> tuple[Gallery, TrainedModel]:
     """The gallery ``index`` and its checkpoint (``ckpt_path``, by default the one it was built
-    with), loaded for use; a UserError when the checkpoint is not the one that made the gallery."""
+    with), loaded for use with the test views the gallery was embedded with; a UserError when the
+    checkpoint is not the one that made the gallery, or ``test_views`` asks for other views."""
     gallery = Gallery.load(index)
-    model = load_for_use(ckpt_path or gallery.checkpoint, device=device, threshold=threshold)
+    model = load_for_use(ckpt_path or gallery.checkpoint, device=device, threshold=threshold,
+                         test_views=gallery.test_views)
     gallery.check_embedder(model.fingerprint, index)
+    if test_views is not None and int(test_views) != model.embedder.test_views:
+        raise UserError(
+            f"index {index} holds embeddings of {model.embedder.test_views} view(s) of each image, not test_views="
+            f"{test_views}; leave test_views unset, or rebuild the index with test_views={test_views} overwrite=true"
+        )
     return gallery, model
 
 

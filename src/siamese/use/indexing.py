@@ -24,10 +24,11 @@ class SyncCounts:
     unchanged: int = 0
 
 
-def new_gallery(model: TrainedModel, folder: Path) -> Gallery:
-    """An empty gallery of ``folder``'s images, for ``model``'s embeddings."""
+def new_gallery(model: TrainedModel, folder: Path, test_views: int | None = None) -> Gallery:
+    """An empty gallery of ``folder``'s images, for ``model``'s embeddings (``test_views``: the views
+    the command gave the model, which later commands must use too; None: the checkpoint's)."""
     return Gallery(root=folder.resolve().as_posix(), fingerprint=model.fingerprint,
-                   checkpoint=model.path.resolve().as_posix())
+                   checkpoint=model.path.resolve().as_posix(), test_views=test_views)
 
 
 def progress_file(out: Path) -> Path:
@@ -146,9 +147,10 @@ def merge_shards(out: Path) -> Gallery:
     galleries = [Gallery.load(path) for path in shards]
     first = galleries[0]
     for path, gallery in zip(shards, galleries):
-        if (gallery.fingerprint, gallery.root) != (first.fingerprint, first.root):
-            raise UserError(f"shard {path} was made with another checkpoint or folder than {shards[0]}; rebuild it")
-    merged = Gallery(first.root, first.fingerprint, first.checkpoint)
+        if (gallery.fingerprint, gallery.root, gallery.test_views) != (first.fingerprint, first.root, first.test_views):
+            raise UserError(f"shard {path} was made with another checkpoint, folder or test_views than {shards[0]}; "
+                            "rebuild it")
+    merged = Gallery(first.root, first.fingerprint, first.checkpoint, test_views=first.test_views)
     rows = sorted(((Path(key), k, row) for k, g in enumerate(galleries) for row, key in enumerate(g.paths)))
     merged.paths = [galleries[k].paths[row] for _, k, row in rows]
     merged.labels = [galleries[k].labels[row] for _, k, row in rows]

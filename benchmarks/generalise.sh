@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Generalising beyond the 102 kinds (issue 40): experiment=photos, then one lever at a time, on the
+# 160 px photos (paths=shared), seed 1, on unseen_classes and on stratified; every run also scores the
+# photos from elsewhere (../shared/flower_photos: never chooses). Validation chooses. Run from the
+# project root, alone on the machine: 15-30 minutes a run (crops_uncached about three times that).
+# A run folder that has its metrics.json is not run again, so a stopped script continues.
+#   bash benchmarks/generalise.sh levers [output folder, default outputs/generalise] [splits] [lever names]
+#     e.g. bash benchmarks/generalise.sh levers outputs/generalise "unseen_classes" "photos proxy_anchor_256"
+#   bash benchmarks/generalise.sh evaluate [output folder] [splits]
+#     on the runs trained: test views K = 1, 2, 5, 10 (photos) and the joined run's weights, each on val and test
+#   bash benchmarks/generalise.sh table [output folder]    the table of every finished run and evaluation
+set -euo pipefail
+mode=${1:-levers}
+out=${2:-outputs/generalise}
+splits=${3:-unseen_classes stratified}
+only=${4:-}
+offline=(paths=shared trainer.enable_progress_bar=false)
+if [ ! -f weights/tf_efficientnet_lite0.pth ]; then
+  python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
+fi
+
+# name, then its overrides of experiment=photos
+levers=(
+  "photos"
+  "joined model.network.join_pretrained=0.5"
+  "l2_sp_0.1 model.l2_sp=0.1"
+  "proxy_anchor_256 model/loss=proxy_anchor model.loss.miner=null model.network.embedding_dim=256 model.loss_lr=1.0e-2"
+  "normalized_softmax_256 model/loss=normalized_softmax model.loss.miner=null model.network.embedding_dim=256 model.loss_lr=1.0e-2"
+  "embedding_256 model.network.embedding_dim=256"
+  "more_kinds data.m_per_class=2"
+  "crops_uncached data.augmentation=crops model.cache_frozen_features=false"
+)
+
+if [ "$mode" = levers ]; then
+  for split in $splits; do
+    for lever in "${levers[@]}"; do
+      read -r name overrides <<< "$lever"
+      if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then continue; fi
+      run_dir="$out/$split/$name"
+      if [ ! -f "$run_dir/metrics.json" ]; then
+        # shellcheck disable=SC2086
+        python src/train.py experiment=photos data.split="$split" seed=1 "${offline[@]}" $overrides \
+          hydra.run.dir="$run_dir" > /dev/null
+      fi
+    done
+  done
+elif [ "$mode" = evaluate ]; then
+  for split in $splits; do
+    if [ -f "$out/$split/photos/metrics.json" ]; then
+      python benchmarks/generalise.py evaluate "$out/$split/photos" --views 1 2 5 10
+    fi
+    if [ -f "$out/$split/joined/metrics.json" ]; then
+      python benchmarks/generalise.py evaluate "$out/$split/joined" --join 0 0.25 0.5 0.75
+    fi
+  done
+elif [ "$mode" = table ]; then
+  python benchmarks/generalise.py table "$out" --out benchmarks/results/11_generalise.json
+else
+  echo "usage: bash benchmarks/generalise.sh levers|evaluate|table [output folder] [splits] [lever names]" >&2
+  exit 2
+fi
