@@ -19,14 +19,21 @@ TEST_VIEWS = (1, 2, 5, 10)  # how many views of an image its embedding may avera
 CORNER_FRACTION = 0.875     # a corner view's share of each side, scaled back up to the input size
 
 
+def checked_test_views(count: object, key: str = "model.network.test_views") -> int:
+    """``count`` as a number of test views, or a UserError naming ``key`` and the choices."""
+    count = as_number(count, key, int)
+    if count not in TEST_VIEWS:
+        raise UserError(f"{key} must be one of {', '.join(map(str, TEST_VIEWS))}, got {count}")
+    return count
+
+
 def test_views_of(images: torch.Tensor, count: int) -> list[torch.Tensor]:
     """The ``count`` views of preprocessed images (N, 3, H, W) that :class:`Embedder` averages: 1, the
     images; 2, and their mirror images; 5, the images and their four corner crops (``CORNER_FRACTION``
     of each side, scaled back to H x W: torchvision's FiveCrop, the whole image as its centre);
     10, those five and their mirror images (TenCrop). Plain slicing, flipping and bilinear resizing,
     so that the ONNX and TorchScript exports compute the same views."""
-    if count not in TEST_VIEWS:
-        raise UserError(f"test_views must be one of {', '.join(map(str, TEST_VIEWS))}, got {count}")
+    count = checked_test_views(count, "test_views")
     if count <= 2:
         return [images] if count == 1 else [images, images.flip(-1)]
     height, width = int(images.shape[-2]), int(images.shape[-1])  # constants in an export: its input size is fixed
@@ -117,12 +124,10 @@ class Embedder(nn.Module):
         """Images (or feature maps) in this module's memory layout."""
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
-    def set_test_views(self, count: int) -> "Embedder":
-        """Average the embeddings of ``count`` views of each image outside training (:data:`TEST_VIEWS`)."""
-        count = as_number(count, "model.network.test_views", int)
-        if count not in TEST_VIEWS:
-            raise UserError(f"model.network.test_views must be one of {', '.join(map(str, TEST_VIEWS))}, got {count}")
-        self.test_views = count
+    def set_test_views(self, count: int, key: str = "model.network.test_views") -> "Embedder":
+        """Average the embeddings of ``count`` views of each image outside training (:data:`TEST_VIEWS`);
+        ``key``: how the user gave it, for the error."""
+        self.test_views = checked_test_views(count, key)
         return self
 
     def set_join_weight(self, weight: float | None) -> "Embedder":

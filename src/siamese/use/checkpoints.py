@@ -56,7 +56,7 @@ def load_for_use(path: str | Path, device: str = "cpu", threshold: float | None 
     check_fits(embedder, {"state_dict": state})
     embedder.load_state_dict(state, strict=True)
     if test_views is not None:
-        embedder.set_test_views(test_views)
+        embedder.set_test_views(test_views, "test_views")
     embedder.set_join_weight(join_pretrained)
     return TrainedModel(
         embedder.to(device).eval(), Verdict.from_dict(verdict).with_threshold(threshold),
