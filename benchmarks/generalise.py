@@ -28,7 +28,7 @@ from _common import ROOT, print_table
 from siamese.use.checkpoints import load_for_use
 
 COLUMNS = ["split", "lever", "val ROC-AUC (all pairs)", "val SE", "test ROC-AUC (all pairs)", "test SE", "Recall@1",
-           "foreign ROC-AUC", "kept epoch", "epochs"]  # no fit time: the runs shared the machine
+           "foreign ROC-AUC", "kept epoch", "epochs", "fit s"]
 SPLITS = ("unseen_classes", "stratified")
 
 
@@ -107,6 +107,7 @@ def row(split: str, lever: str, val: dict, test: dict, run: dict) -> dict:
         "test ROC-AUC (all pairs)": number(test, "test_all_auroc"), "test SE": number(test, "test_all_auroc_se"),
         "Recall@1": number(test, "test_recall@1"), "foreign ROC-AUC": number(test, "foreign_auroc"),
         "kept epoch": number(run, "best_epoch", 0), "epochs": number(run, "epochs_trained", 0),
+        "fit s": number(run, "fit_seconds", 0),
     }
 
 

@@ -23,13 +23,20 @@ fi
 levers=(
   "photos"
   "joined model.network.join_pretrained=0.5"
-  "l2_sp_0.1 model.l2_sp=0.1 callbacks.early_stopping.patience=3"  # patience 3: measured in the time left (the kept epoch is 0 or 1)
+  "l2_sp_0.1 model.l2_sp=0.1"
   "proxy_anchor_256 model/loss=proxy_anchor model.loss.miner=null model.network.embedding_dim=256 model.loss_lr=1.0e-2"
   "normalized_softmax_256 model/loss=normalized_softmax model.loss.miner=null model.network.embedding_dim=256 model.loss_lr=1.0e-2"
   "embedding_256 model.network.embedding_dim=256"
   "more_kinds data.m_per_class=2"
   "crops_uncached data.augmentation=crops model.cache_frozen_features=false"
 )
+
+# On kinds never trained on, validation is best after epoch 0 or 1 and falls every epoch after (issue 40,
+# the 3 x 3 table): a patience of 3 keeps the same checkpoint as the recipe's 8 (the cosine schedule
+# follows trainer.max_epochs, not the patience) in about half the time.
+split_overrides() {
+  if [ "$1" = unseen_classes ]; then echo "callbacks.early_stopping.patience=3"; fi
+}
 
 if [ "$mode" = levers ]; then
   for split in $splits; do
@@ -39,7 +46,7 @@ if [ "$mode" = levers ]; then
       run_dir="$out/$split/$name"
       if [ ! -f "$run_dir/metrics.json" ]; then
         # shellcheck disable=SC2086
-        python src/train.py experiment=photos data.split="$split" seed=1 "${offline[@]}" $overrides \
+        python src/train.py experiment=photos data.split="$split" seed=1 "${offline[@]}" $(split_overrides "$split") $overrides \
           hydra.run.dir="$run_dir" > /dev/null
       fi
     done

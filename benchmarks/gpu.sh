@@ -14,5 +14,5 @@ if ! python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 
 fi
 root=${1:-../shared/data160}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python -m pytest -m gpu -q -p no:cacheprovider
+python -m pytest -m gpu -n 0 -q -p no:cacheprovider
 python benchmarks/gpu.py --root "$root"

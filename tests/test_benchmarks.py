@@ -116,6 +116,7 @@ def test_docs_results_md_is_what_the_result_files_give():
         assert any("rows" in block for block in result["blocks"]), path.name
 
 
+@pytest.mark.slow
 def test_the_search_benchmark_measures_recall_against_exact_search(tmp_path):
     """Exact backends find every true neighbour; IVF probing all its cells is exhaustive too, and
     probing one of 16 finds fewer. With --out the table is also a result file."""

@@ -42,6 +42,24 @@ def test_under_autocast_the_embedding_distance_and_loss_are_float32():
                                         rel=1e-6)
 
 
+def test_a_joined_embedding_of_five_views_is_float32_under_autocast():
+    """The pretrained copy's pooling and the mean of the views run in float32 too, as the head does."""
+    torch.manual_seed(0)
+    backbone = Backbone("resnet18", weights=None, trainable_fraction=0.5)
+    embedder = Embedder(backbone, tiny_preprocessing(), embedding_dim=8, join_pretrained=0.5, test_views=5).eval()
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = embedder(images)
+        with torch.autocast(**BF16):
+            embeddings = embedder(images)
+    assert embeddings.dtype == torch.float32 and embeddings.shape == (4, embedder.output_dim)
+    assert torch.allclose(embeddings, expected, atol=0.05)
+    # the mean over views keeps each part's share of the length, sqrt(1 - w) and sqrt(w): squared distances
+    # mix in 1-w : w with views as without
+    for part in (embeddings[:, :8], embeddings[:, 8:]):
+        assert torch.allclose(part.norm(dim=1), torch.full((4,), 0.5**0.5), atol=1e-5)
+
+
 def test_a_proxy_losss_class_centres_stay_float32_in_a_mixed_precision_step(tiny_flowers, tmp_path):
     from hydra.utils import instantiate
 

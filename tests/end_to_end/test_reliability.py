@@ -166,7 +166,8 @@ def test_a_single_runs_sigterm_is_the_stop_though_its_workers_death_raised_first
     assert json.loads((tmp_path / "failed.json").read_text()) == {"error": f"Stopped: {line}"}
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
 def test_run_stopped_in_epoch_3_resumes_to_the_same_numbers(signal_name, tiny_flowers, tmp_path):
     """SIGTERM (a scheduler's stop): a checkpoint of the moment, one line, exit 143; SIGKILL (a crash):
     nothing but what the epochs saved. Either way resume= redoes epoch 3 only, to the same numbers."""

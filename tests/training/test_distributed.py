@@ -68,6 +68,7 @@ def test_gathered_scores_are_put_back_in_order_without_repeats():
     assert keep.tolist() == [0, 3, 1, 4, 2]
 
 
+@pytest.mark.slow
 def test_ddp_cpu_gives_the_metrics_of_one_process(tmp_path):
     # 3 classes x 7 images: 9 test images, an odd number that the distributed sampler pads with a repeat.
     data = write_flowers102(tmp_path / "data", classes=(1, 2, 5), per_class=7)

@@ -145,6 +145,7 @@ def test_l2_sp_keeps_the_trunk_nearer_its_pretrained_weights(tiny_flowers, tmp_p
     assert free > 0 and held < 0.5 * free
 
 
+@pytest.mark.slow
 def test_a_joined_run_keeps_the_pretrained_trunk_and_eval_chooses_its_weight(tiny_flowers, tmp_path):
     from helpers import read_rows, run_script
 

@@ -10,6 +10,7 @@ from siamese.config import job_dirname
 from siamese.training.sweeps import mean_std, summarize
 
 
+@pytest.mark.slow
 def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
     result = run_script(
         "src/train.py", "-m", "margin=0.5,-1,1.0", *tiny_overrides(tiny_flowers), "trainer.max_epochs=1",

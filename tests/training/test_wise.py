@@ -19,6 +19,7 @@ def test_a_mix_interpolates_the_trunk_and_keeps_batch_counts():
     assert int(mixed["trunk.bn.num_batches_tracked"]) == 7
 
 
+@pytest.mark.slow
 def test_wise_validates_every_mix_and_alpha_1_is_the_checkpoint(trained_run, checkpoint, tmp_path):
     run_dir, _ = trained_run
     result = run_script("src/wise.py", f"ckpt_path={checkpoint}", "alphas=[0,0.5,1]", "accelerator=cpu",

@@ -119,6 +119,7 @@ def test_shards_on_several_devices_merge_into_the_one_process_index(checkpoint, 
     assert not list(tmp_path.glob("g.pt.shard-*"))
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_index_of_one(checkpoint, photos, tmp_path):
     """trainer.devices=2 on CPU: two processes (DDP, gloo) embed a shard each through Trainer.predict,
     the first merges them; the index equals the one-process index."""

@@ -162,7 +162,14 @@ class Embedder(nn.Module):
             embedding = embed_once(view)
             total = embedding if total is None else total + embedding
         mean = total / self.test_views
-        return F.normalize(mean, dim=1) if self.normalize_embedding else mean
+        if not self.normalize_embedding:
+            return mean
+        if self.pretrained_tail is None or self.training:
+            return F.normalize(mean, dim=1)
+        # a joined embedding: each part back to unit length before its weight, so that squared distances
+        # still mix in 1-w : w (normalising the whole would shift the shares by the parts' view spread)
+        trained, pretrained = mean.split([self.embedding_dim, mean.shape[1] - self.embedding_dim], dim=1)
+        return self._joined(F.normalize(trained, dim=1), pretrained)
 
     def embed_once(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings of the images as given (no test-time views)."""
@@ -177,9 +184,14 @@ class Embedder(nn.Module):
             return embedding
         pretrained_map = self.pretrained_tail(features)
         with float32(features.device.type):
-            pretrained = F.normalize(self.pool(widened(pretrained_map)).flatten(1), dim=1)
-            weight = self.join_weight
-            return torch.cat([embedding * (1 - weight) ** 0.5, pretrained * weight ** 0.5], dim=1)
+            return self._joined(embedding, self.pool(widened(pretrained_map)).flatten(1))
+
+    def _joined(self, embedding: torch.Tensor, pretrained_features: torch.Tensor) -> torch.Tensor:
+        """The unit-length embedding times sqrt(1-w), then the pretrained features made unit-length
+        times sqrt(w) (zeros stay zeros, for w = 0)."""
+        weight = self.join_weight
+        pretrained = F.normalize(pretrained_features, dim=1)
+        return torch.cat([embedding * (1 - weight) ** 0.5, pretrained * weight ** 0.5], dim=1)
 
     def _project(self, feature_map: torch.Tensor) -> torch.Tensor:
         with float32(feature_map.device.type):  # under mixed precision too: the embedding is float32
