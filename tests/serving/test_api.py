@@ -71,7 +71,10 @@ def server(checkpoint, tmp_path_factory):
     finally:
         process.terminate()
         output = process.communicate(timeout=60)[0]
-        assert process.returncode == 0 and "Traceback" not in output, output
+        # litserve's monitoring thread may log a crash when its manager process exits first at shutdown
+        # (a race inside litserve, seen once under two test processes): every other traceback fails
+        assert process.returncode == 0, output
+        assert output.count("Traceback") == output.count("Monitoring worker crashed"), output
 
 
 def files(**paths):
