@@ -164,7 +164,7 @@ class Embedder(nn.Module):
         mean = total / self.test_views
         if not self.normalize_embedding:
             return mean
-        if self.pretrained_tail is None or self.training:
+        if self.pretrained_tail is None:
             return F.normalize(mean, dim=1)
         # a joined embedding: each part back to unit length before its weight, so that squared distances
         # still mix in 1-w : w (normalising the whole would shift the shares by the parts' view spread)
