@@ -8,6 +8,8 @@
 #     e.g. bash benchmarks/generalise.sh levers outputs/generalise "unseen_classes" "photos proxy_anchor_256"
 #   bash benchmarks/generalise.sh evaluate [output folder] [splits]
 #     on the runs trained: test views K = 1, 2, 5 (photos) and the joined runs' weights (each run itself is w = 0.5) on val; on test, what val chose
+#   bash benchmarks/generalise.sh seeds [output folder] [splits] [lever name, default normalized_softmax_256_joined]
+#     the lever on seeds 2 and 3 too (seed 1 is its run of levers), into <output folder>/seeds/<split>/<lever>_seed<N>
 #   bash benchmarks/generalise.sh table [output folder]    the table of every finished run and evaluation
 set -euo pipefail
 mode=${1:-levers}
@@ -36,9 +38,20 @@ levers=(
 # On kinds never trained on, the contrastive recipe's validation is best after epoch 0 or 1 and falls
 # every epoch after (issue 40, the 3 x 3 table): a patience of 3 keeps the same checkpoint as the
 # recipe's 8 (the cosine schedule follows trainer.max_epochs, not the patience) in about half the time.
-# Not so with a softmax loss, still improving at epoch 3 while val_loss rises (docs/results.md).
-split_overrides() {
-  if [ "$1" = unseen_classes ]; then echo "callbacks.early_stopping.patience=3"; fi
+# Not so with a softmax loss (model/loss=...), still improving at epoch 3 while the contrastive val_loss
+# rises (docs/results.md): those keep the recipe's patience.
+split_overrides() {  # split, then the lever's overrides
+  if [ "$1" = unseen_classes ] && [[ "$2" != *"model/loss="* ]]; then echo "callbacks.early_stopping.patience=3"; fi
+}
+
+train() {  # split, seed, run folder, then the lever's overrides
+  local split=$1 seed=$2 run_dir=$3
+  shift 3
+  if [ ! -f "$run_dir/metrics.json" ]; then
+    # shellcheck disable=SC2046
+    python src/train.py experiment=photos data.split="$split" seed="$seed" "${offline[@]}" \
+      $(split_overrides "$split" "$*") "$@" hydra.run.dir="$run_dir" > /dev/null
+  fi
 }
 
 if [ "$mode" = levers ]; then
@@ -46,12 +59,22 @@ if [ "$mode" = levers ]; then
     for lever in "${levers[@]}"; do
       read -r name overrides <<< "$lever"
       if [ -n "$only" ] && [[ " $only " != *" $name "* ]]; then continue; fi
-      run_dir="$out/$split/$name"
-      if [ ! -f "$run_dir/metrics.json" ]; then
+      # shellcheck disable=SC2086
+      train "$split" 1 "$out/$split/$name" $overrides
+    done
+  done
+elif [ "$mode" = seeds ]; then
+  chosen=${only:-normalized_softmax_256_joined}
+  for lever in "${levers[@]}"; do
+    read -r name overrides <<< "$lever"
+    [ "$name" = "$chosen" ] || continue
+    for split in $splits; do
+      # shellcheck disable=SC2086
+      train "$split" 1 "$out/$split/$name" $overrides
+      for seed in 2 3; do
         # shellcheck disable=SC2086
-        python src/train.py experiment=photos data.split="$split" seed=1 "${offline[@]}" $(split_overrides "$split") $overrides \
-          hydra.run.dir="$run_dir" > /dev/null
-      fi
+        train "$split" "$seed" "$out/seeds/$split/${name}_seed$seed" $overrides
+      done
     done
   done
 elif [ "$mode" = evaluate ]; then
@@ -68,6 +91,6 @@ elif [ "$mode" = evaluate ]; then
 elif [ "$mode" = table ]; then
   python benchmarks/generalise.py table "$out" --out benchmarks/results/11_generalise.json
 else
-  echo "usage: bash benchmarks/generalise.sh levers|evaluate|table [output folder] [splits] [lever names]" >&2
+  echo "usage: bash benchmarks/generalise.sh levers|seeds|evaluate|table [output folder] [splits] [lever names]" >&2
   exit 2
 fi
