@@ -75,8 +75,9 @@ def ranking_value(job: dict) -> float:
 
 
 def seed_rows(sweeps: list[tuple[str, Path]], columns: dict[str, str]) -> list[dict]:
-    """One row per recipe and split: the seeds that finished, each column's mean ± sample std."""
-    rows = []
+    """One row per recipe and split: the seeds that finished, each column's mean ± sample std. The
+    folders given one label (sweeps, or single runs) are one recipe's seeds."""
+    jobs_of: dict[str, list[dict]] = {}
     for label, sweep in sweeps:
         if (sweep / ".hydra").is_dir():  # one run, not a sweep: its parent holds it as a job
             jobs = [j for j in job_rows(sweep.parent) if j["job"] == sweep.name]
@@ -86,6 +87,9 @@ def seed_rows(sweeps: list[tuple[str, Path]], columns: dict[str, str]) -> list[d
         for job in jobs:  # the split the job ran on, whether from an override or from its experiment
             config = sweep / job["job"] / "config_resolved.yaml"
             job["split"] = yaml.safe_load(config.read_text())["data"]["split"] if config.is_file() else "?"
+        jobs_of.setdefault(label, []).extend(jobs)
+    rows = []
+    for label, jobs in jobs_of.items():
         for split in ("stratified", "official", "unseen_classes"):
             members = [j for j in jobs if j["split"] == split]
             done = [j for j in members if j["status"] == "ok"]
@@ -210,7 +214,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("docs", help="write docs/results.md from benchmarks/results/*.json")
     seeds = commands.add_parser("seeds", help="test metrics per recipe and split over the seeds of sweeps")
-    seeds.add_argument("sweeps", nargs="+", metavar="LABEL=SWEEP_DIR")
+    seeds.add_argument("sweeps", nargs="+", metavar="LABEL=SWEEP_DIR", help="a label given twice: one recipe's seeds")
     seeds.add_argument("--validation", action="store_true", help="also the validation ROC-AUC and accuracy")
     seeds.add_argument("--foreign", action="store_true", help="also the foreign photos' ROC-AUC and MAP@R")
     trials = commands.add_parser("trials", help="the trials of a hyperparameter search, best first")

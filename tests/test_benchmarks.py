@@ -64,6 +64,23 @@ def test_the_results_table_shows_the_gallery_classes_once_and_refuses_a_wrong_ar
 
 
 
+def test_the_folders_given_one_label_are_one_recipes_seeds(tmp_path):
+    """A lever's seed 1 from its own run folder and seeds 2 and 3 from another: one row of three seeds."""
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import seed_rows
+
+    sweep = _two_seed_sweep(tmp_path / "sweep")  # test_auroc 0.90 and 0.80
+    single = _two_seed_sweep(tmp_path / "other") / "0_seed=1"  # one run of it: 0.90
+    other_split = _two_seed_sweep(tmp_path / "unseen", split="unseen_classes")
+    rows = seed_rows([("mine", single), ("theirs", other_split), ("mine", sweep)], {"test_auroc": "test ROC-AUC"})
+    assert rows == [{"recipe": "mine", "split": "stratified", "seeds": "3/3", "test ROC-AUC": "0.867 ± 0.058"},
+                    {"recipe": "theirs", "split": "unseen_classes", "seeds": "2/2", "test ROC-AUC": "0.850 ± 0.071"}]
+
+
 def test_a_result_file_that_cannot_be_written_is_one_line_and_leaves_the_old_one_as_it_was(tmp_path):
     sweep = _two_seed_sweep(tmp_path / "sweep")
     damaged = tmp_path / "damaged.json"

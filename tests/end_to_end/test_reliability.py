@@ -153,7 +153,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(signal_name, code
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_trained"] == 3
 
 
-@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])
+@pytest.mark.parametrize("hook", ["on_fit_start", pytest.param("on_train_start", marks=pytest.mark.slow)])
 def test_a_single_runs_sigterm_is_the_stop_though_its_workers_death_raised_first(hook, tiny_flowers, tmp_path):
     """A scheduler's or `timeout`'s SIGTERM reaches the DataLoader workers too, and their death can
     raise in the main process before Lightning stops: the stop's line (naming the run dir to resume),
@@ -196,13 +196,30 @@ def test_run_stopped_in_epoch_3_resumes_to_the_same_numbers(signal_name, tiny_fl
     assert got["epochs_trained"] == 3
 
 
+def test_training_into_a_folder_that_holds_a_run_is_refused_and_keeps_it(tiny_flowers, tmp_path):
+    """Lightning would quietly continue from the folder's newest checkpoint, or a new run would overwrite
+    the old one's checkpoints and metrics: one line instead, naming resume= and hydra.run.dir."""
+    (tmp_path / "checkpoints").mkdir()
+    old = {"checkpoints/last.ckpt": b"an older run", "checkpoints/interrupted.ckpt": b"its stop",
+           "metrics.json": b'{"test_auroc": 0.9}', "config_resolved.yaml": b"seed: 7\n"}
+    for name, content in old.items():
+        (tmp_path / name).write_bytes(content)
+    result = run_script("src/train.py", *tiny_overrides(tiny_flowers), f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path} already holds a run (checkpoints/interrupted.ckpt, last.ckpt); continue it with "
+        f"resume={tmp_path}, or train into another folder (hydra.run.dir=...)")
+    assert {name: (tmp_path / name).read_bytes() for name in old} == old
+    assert not (tmp_path / "failed.json").exists()
+
+
 def test_resume_needs_a_run_dir_with_checkpoints(tmp_path):
     result = run_script("src/train.py", f"resume={tmp_path}", f"hydra.run.dir={tmp_path / 'new'}")
     assert result.returncode == 2 and "no checkpoints/last.ckpt or checkpoints/interrupted.ckpt" in result.stderr
 
 
 # ------------------------------------------------------------------------------------- determinism
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # slow: worker seeds too
 def test_same_seed_gives_the_same_metrics(workers, tiny_flowers, tmp_path):
     results = []
     for name in ("first", "second"):

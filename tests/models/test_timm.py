@@ -144,7 +144,7 @@ def test_a_tiny_timm_model_trains_and_reloads_in_eval_and_verify(tiny_flowers, t
     assert words[0] == "distance" and float(words[1]) == pytest.approx(float(row["distance"]), abs=2e-4)
 
 
-@pytest.mark.parametrize("variant", [0, 1, 2])
+@pytest.mark.parametrize("variant", [0, *(pytest.param(v, marks=pytest.mark.slow) for v in (1, 2))])  # slow: Lite1, Lite2
 def test_the_converted_lite_weights_recognise_daisies(variant, tmp_path):
     from scipy.io import loadmat
 

@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from helpers import CONF, compose_train, run_script, scalar_tags, tiny_overrides
+from helpers import CONF, compose_train, run_script, scalar_tags, tiny_overrides, user_error_of
 
 from siamese.config import job_dirname
 from siamese.training.sweeps import mean_std, summarize
@@ -63,14 +63,18 @@ def test_sweep_with_a_failing_job_is_summarised(tiny_flowers, tmp_path):
 def test_an_earlier_job_is_skipped_or_continued_only_for_the_same_config(tiny_flowers, tmp_path):
     from omegaconf import OmegaConf
 
-    from siamese.training.run import earlier_run
+    from siamese.training.run import earlier_run, ran_before, refuse_earlier_run
 
     cfg = compose_train(tiny_overrides(tiny_flowers), tmp_path)
     other = compose_train([*tiny_overrides(tiny_flowers), "margin=2.0"], tmp_path)
-    assert earlier_run(cfg) is None  # nothing there yet
+    assert earlier_run(cfg) is None and not ran_before(cfg)  # nothing there yet
     OmegaConf.save(cfg, tmp_path / "config_resolved.yaml", resolve=True)
-    assert earlier_run(cfg) is None  # stopped in its first epoch: from the start
     (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "interrupted.ckpt").write_bytes(b"")
+    assert earlier_run(cfg) is None and ran_before(cfg)  # stopped in its first epoch: from the start
+    # the job of another config in that folder is refused (failed.json), not trained over the run
+    assert not ran_before(other) and "already holds a run (checkpoints/interrupted.ckpt)" in user_error_of(
+        refuse_earlier_run, tmp_path)
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert earlier_run(cfg) == str(tmp_path / "checkpoints" / "last.ckpt") and earlier_run(other) is None
     (tmp_path / "metrics.json").write_text(json.dumps({"val_all_auroc": 0.75}))
@@ -79,7 +83,7 @@ def test_an_earlier_job_is_skipped_or_continued_only_for_the_same_config(tiny_fl
     assert earlier_run(cfg) == str(tmp_path / "checkpoints" / "last.ckpt")
 
 
-@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_start"])
+@pytest.mark.parametrize("hook", ["on_fit_start", pytest.param("on_train_start", marks=pytest.mark.slow)])
 def test_a_sigterm_to_the_sweeps_processes_ends_the_sweep_in_one_line(hook, tiny_flowers, tmp_path):
     """A scheduler or pkill signals the DataLoader workers too, so the job may die of its workers'
     death before Lightning stops it: that must end the sweep, not start its next job."""

@@ -121,6 +121,15 @@ def resume_config(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     return merged
 
 
+def refuse_earlier_run(run_dir: Path) -> None:
+    """A UserError when ``run_dir`` holds another run's checkpoints: training there anew would
+    overwrite them (and its metrics); ``resume=`` continues that run instead."""
+    found = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
+    if found:
+        raise UserError(f"{run_dir} already holds a run (checkpoints/{', '.join(found)}); continue it with "
+                        f"resume={run_dir}, or train into another folder (hydra.run.dir=...)")
+
+
 def train(cfg: DictConfig, continue_from: str | None = None) -> float | None:
     """Train, then test with the best checkpoint; return the value of ``cfg.optimized_metric``.
     ``continue_from``: the ``last.ckpt`` of this config's unfinished run, to go on from (a sweep's job)."""
@@ -192,17 +201,22 @@ def earlier_run(cfg: DictConfig) -> dict[str, Any] | str | None:
     its metrics when it finished (the job is skipped), else its ``last.ckpt`` (the end of its last
     complete epoch, to continue from), else None (run it)."""
     run_dir = Path(cfg.run_dir)
-    try:
-        saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config_resolved.yaml"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    if saved != OmegaConf.to_container(cfg, resolve=True):
+    if not ran_before(cfg):
         return None
     try:
         return json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):  # none, or damaged
         last = run_dir / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
+
+
+def ran_before(cfg: DictConfig) -> bool:
+    """Whether ``cfg.run_dir`` holds a run of exactly this config (its ``config_resolved.yaml``)."""
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(Path(cfg.run_dir) / "config_resolved.yaml"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return saved == OmegaConf.to_container(cfg, resolve=True)
 
 
 def _check_writable(run_dir: Path) -> None:

@@ -6,27 +6,29 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import OnExceptionCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointOnInterrupt(OnExceptionCheckpoint):
-    """Lightning's ``OnExceptionCheckpoint`` for a stop only (Ctrl-C or SIGTERM while fitting, not an
-    error): ``interrupted.ckpt`` in ``dirpath``, which ``resume=`` starts from when no epoch ended."""
+class CheckpointOnInterrupt(Callback):
+    """A checkpoint of the moment of a stop (Ctrl-C or SIGTERM while fitting, not an error):
+    ``interrupted.ckpt`` in ``dirpath``, for eval.py or verify.py; ``resume=`` continues from ``last.ckpt``.
+
+    Not Lightning's ``OnExceptionCheckpoint``: with one of those in the callbacks, ``fit(ckpt_path=None)``
+    quietly continues from the newest checkpoint in the folder (Lightning's ``ckpt_path="last"``), even a
+    mid-epoch one or one of an older run.
+    """
 
     def __init__(self, dirpath: str) -> None:
-        super().__init__(dirpath, filename="interrupted")
         self.dirpath = Path(dirpath)
+        self.ckpt_path = str(self.dirpath / "interrupted.ckpt")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != TrainerFn.FITTING:
             return
-        super().on_exception(trainer, pl_module, exception)
+        trainer.save_checkpoint(self.ckpt_path)
         if trainer.is_global_zero:
             log.warning("interrupted: checkpoint saved to %s; resume with resume=%s", self.ckpt_path, self.dirpath.parent)
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Keeps the file, which the library deletes when a run ends: a run resumed from it may stop again."""
