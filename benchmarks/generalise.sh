@@ -39,8 +39,8 @@ levers=(
 # On kinds never trained on, the contrastive recipe's validation is best after epoch 0 or 1 and falls
 # every epoch after (issue 40, the 3 x 3 table): a patience of 3 keeps the same checkpoint as the
 # recipe's 8 (the cosine schedule follows trainer.max_epochs, not the patience) in about half the time.
-# With NormalizedSoftmax validation still rises to epoch 3, then stays within 0.0003 of it over epochs
-# 4-7 (the patience-8 run in docs/results.md): 3 serves it too.
+# With NormalizedSoftmax validation still rises to epoch 3, then stays within 0.001 of it over epochs
+# 4-8 (the patience-8 run in docs/results.md): 3 serves it too.
 split_overrides() {  # split, then the lever's overrides
   if [ "$1" = unseen_classes ]; then echo "callbacks.early_stopping.patience=3"; fi
 }
