@@ -10,8 +10,8 @@
 #     on the runs trained: test views K = 1, 2, 5 (photos) and the joined runs' weights (each run itself is w = 0.5) on val; on test, what val chose
 #   bash benchmarks/generalise.sh seeds [output folder] [splits] [lever name, default normalized_softmax_256_joined]
 #     the lever on seeds 2 and 3 too (seed 1 is its run of levers), into <output folder>/seeds/<split>/<lever>_seed<N>
-#   bash benchmarks/generalise.sh table [output folder] [splits, unused] [lever name]
-#     the table of every finished run and evaluation, and the seeded lever's over its seeds
+#   bash benchmarks/generalise.sh table [output folder]
+#     the table of every finished run and evaluation, and of every seeded lever over its seeds
 set -euo pipefail
 mode=${1:-levers}
 out=${2:-outputs/generalise}
@@ -91,15 +91,18 @@ elif [ "$mode" = evaluate ]; then
   done
 elif [ "$mode" = table ]; then
   python benchmarks/generalise.py table "$out" --out benchmarks/results/11_generalise.json
-  # the seeded lever (seeds), 3 seeds x both splits: seed 1 is its run of levers
-  chosen=${only:-normalized_softmax_256_joined}
+  # every lever trained on more seeds (seeds), over its seeds and splits: seed 1 is its run of levers
   runs=()
-  for run_dir in "$out"/{unseen_classes,stratified}/"$chosen" "$out"/seeds/{unseen_classes,stratified}/"${chosen}"_seed*; do
-    [ -f "$run_dir/metrics.json" ] && runs+=("$chosen=$run_dir")
+  for lever in "${levers[@]}"; do
+    read -r name _ <<< "$lever"
+    compgen -G "$out/seeds/*/${name}_seed*/metrics.json" > /dev/null || continue
+    for run_dir in "$out"/{unseen_classes,stratified}/"$name" "$out"/seeds/{unseen_classes,stratified}/"$name"_seed*; do
+      [ -f "$run_dir/metrics.json" ] && runs+=("$name=$run_dir")
+    done
   done
   if [ ${#runs[@]} -gt 0 ]; then
     python benchmarks/tables.py seeds --validation --foreign "${runs[@]}" --out benchmarks/results/12_generalise_seeds.json \
-      --title "Generalising beyond the 102 kinds: the chosen lever on 3 seeds"
+      --title "Generalising beyond the 102 kinds: levers on 3 seeds"
   fi
 else
   echo "usage: bash benchmarks/generalise.sh levers|seeds|evaluate|table [output folder] [splits] [lever names]" >&2
