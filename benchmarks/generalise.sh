@@ -41,7 +41,7 @@ levers=(
 # recipe's 8 (the cosine schedule follows trainer.max_epochs, not the patience) in about half the time.
 # With NormalizedSoftmax validation still rises to epoch 3, then stays within 0.001 of it over epochs
 # 4-8 (the patience-8 run in docs/results.md): 3 serves it too.
-split_overrides() {  # split, then the lever's overrides
+split_overrides() {  # split
   if [ "$1" = unseen_classes ]; then echo "callbacks.early_stopping.patience=3"; fi
 }
 
@@ -51,7 +51,7 @@ train() {  # split, seed, run folder, then the lever's overrides
   if [ ! -f "$run_dir/metrics.json" ]; then
     # shellcheck disable=SC2046
     python src/train.py experiment=photos data.split="$split" seed="$seed" "${offline[@]}" \
-      $(split_overrides "$split" "$*") "$@" hydra.run.dir="$run_dir" > /dev/null
+      $(split_overrides "$split") "$@" hydra.run.dir="$run_dir" > /dev/null
   fi
 }
 
