@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import CONF, compose_train
+from helpers import CONF, ROOT, compose_train
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ProgressBar
 
@@ -193,3 +193,18 @@ def test_the_photos_recipe_is_the_best_128_px_recipe_at_160_px_on_photos_that_ke
     best = compose_train(["experiment=history/lite0_ema_auroc", "image_size=160", *offline], tmp_path)
     assert OmegaConf.to_container(photos, resolve=True) == OmegaConf.to_container(best, resolve=True)
     assert photos.data.resize == "crop" and photos.callbacks.model_checkpoint.monitor == "val_all_auroc"
+
+
+def test_the_new_kinds_recipe_is_the_row_of_generalise_sh_that_validation_chose_on_unseen_kinds(tmp_path):
+    from omegaconf import OmegaConf
+
+    script = (ROOT / "benchmarks" / "generalise.sh").read_text()
+    name, *overrides = next(line.strip().strip('"').split() for line in script.splitlines()
+                            if line.strip().startswith('"normalized_softmax_256_joined '))
+    offline = ["backbone.pretrained=false"]
+    measured = compose_train(["experiment=photos", "data.split=unseen_classes", "callbacks.early_stopping.patience=3",
+                              *overrides, *offline], tmp_path)
+    new_kinds = compose_train(["experiment=new_kinds", *offline], tmp_path)
+    assert OmegaConf.to_container(new_kinds, resolve=True) == OmegaConf.to_container(measured, resolve=True)
+    assert (new_kinds.model.network.embedding_dim, new_kinds.model.network.join_pretrained) == (256, 0.5)
+    assert new_kinds.model.loss.name == "NormalizedSoftmaxLoss" and new_kinds.model.loss.miner is None
