@@ -10,12 +10,15 @@ on test (whose numbers are shown beside it), into ``RUN_DIR/eval/<option>/{val,t
 and foreign photos the run had; a finished option is not run again. ``table`` gives one row per run
 of ``OUT_DIR/<split>/<lever>`` (``benchmarks/generalise.sh`` trains them) and per option evaluated
 on it: every pair of the val images (what chooses), of the test images, and of the photos from
-elsewhere (never chooses), the kept epoch and the training time.
+elsewhere (never chooses), the kept epoch, the training time and the machine it was measured on.
+With ``--out``, the rows of that result file whose run is not in ``OUT_DIR`` (trained in another
+clone or on another machine) are kept as they were, so that one table can grow over several machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import sys
@@ -23,12 +26,13 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, print_table
+from _common import ROOT, cpu_name, print_table, read_result
 
+from siamese.errors import UserError
 from siamese.use.checkpoints import load_for_use
 
 COLUMNS = ["split", "lever", "val ROC-AUC (all pairs)", "val SE", "test ROC-AUC (all pairs)", "test SE", "Recall@1",
-           "foreign ROC-AUC", "kept epoch", "epochs", "fit s"]
+           "foreign ROC-AUC", "kept epoch", "epochs", "fit s", "machine"]
 SPLITS = ("unseen_classes", "stratified")
 
 
@@ -107,7 +111,7 @@ def row(split: str, lever: str, val: dict, test: dict, run: dict) -> dict:
         "test ROC-AUC (all pairs)": number(test, "test_all_auroc"), "test SE": number(test, "test_all_auroc_se"),
         "Recall@1": number(test, "test_recall@1"), "foreign ROC-AUC": number(test, "foreign_auroc"),
         "kept epoch": number(run, "best_epoch", 0), "epochs": number(run, "epochs_trained", 0),
-        "fit s": number(run, "fit_seconds", 0),
+        "fit s": number(run, "fit_seconds", 0), "machine": f"{cpu_name()}, {datetime.date.today().isoformat()}",
     }
 
 
@@ -123,8 +127,31 @@ def table(out_dir: Path, result: Path | None) -> None:
                 val, test = metrics_of(option / "val"), metrics_of(option / "test")
                 if val:  # an option validation did not choose has no test numbers
                     rows.append(row(split, f"{run_dir.name} + {option.name}", val, test, {}))
+    if result is not None and result.is_file():
+        try:
+            rows = earlier_rows(result, {(r["split"], r["lever"].split(" + ")[0]) for r in rows}) + rows
+        except UserError as exc:
+            sys.exit(f"error: {exc}")
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]) if r["split"] in SPLITS else len(SPLITS), r["lever"]))
     print_table("Generalising beyond the 102 kinds: one lever at a time (seed 1, 160 px photos)", rows, COLUMNS,
                 out=result)
+
+
+def earlier_rows(result: Path, runs_here: set[tuple[str, str]]) -> list[dict]:
+    """The rows of a table written before whose run (split, lever without its evaluated option) is not
+    among ``runs_here``; a row from before the machine column names the machine of the whole file."""
+    earlier = read_result(result)
+    block = next((b for b in earlier["blocks"] if "columns" in b), None)
+    if block is None:
+        return []
+    file_machine = f"{earlier.get('machine', '').split(', ')[0]}, {earlier.get('date', '')}"
+    rows = []
+    for cells in block["rows"]:
+        values = {c: (v or None) for c, v in zip(block["columns"], cells)}
+        if (values["split"], values["lever"].split(" + ")[0]) not in runs_here:
+            values["machine"] = values.get("machine") or file_machine
+            rows.append(values)
+    return rows
 
 
 def main() -> None:

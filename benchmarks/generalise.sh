@@ -11,7 +11,9 @@
 #   bash benchmarks/generalise.sh seeds [output folder] [splits] [lever name, default normalized_softmax_256_joined]
 #     the lever on seeds 2 and 3 too (seed 1 is its run of levers), into <output folder>/seeds/<split>/<lever>_seed<N>
 #   bash benchmarks/generalise.sh table [output folder]
-#     the table of every finished run and evaluation, and of every seeded lever over its seeds
+#     the table of every finished run and evaluation (a row of benchmarks/results/11_generalise.json whose
+#     run is not in the folder is kept: trained in another clone), and of every seeded lever over its seeds
+#     (12_generalise_seeds.json, from the folder's runs alone)
 set -euo pipefail
 mode=${1:-levers}
 out=${2:-outputs/generalise}

@@ -111,6 +111,42 @@ def test_a_seeds_table_written_as_a_result_file_keeps_its_prose_and_says_where_i
     assert written["written_by"] == "benchmarks/tables.py" and written["date"] and written["machine"]
 
 
+def test_the_generalise_table_keeps_the_rows_of_runs_trained_elsewhere_and_replaces_those_trained_again(tmp_path):
+    import json
+
+    run = tmp_path / "out" / "stratified" / "joined"
+    run.mkdir(parents=True)
+    metrics = {"val_all_auroc": 0.9912, "test_all_auroc": 0.9876, "foreign_auroc": 0.7654,
+               "best_epoch": 7, "epochs_trained": 9, "fit_seconds": 1234.5}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    columns = ["split", "lever", "val ROC-AUC (all pairs)", "fit s"]  # a table from before the machine column
+    earlier = [["unseen_classes", "photos", "0.931", "661"], ["unseen_classes", "photos + test_views_5", "0.930", ""],
+               ["stratified", "joined", "0.500", "1"], ["stratified", "joined + join_0", "0.400", ""]]
+    out = tmp_path / "11_mine.json"
+    out.write_text(json.dumps({"title": "Mine", "date": "2026-12-03",
+                               "machine": "Intel(R) Xeon(R) Processor, 2 cores, torch 2.14.1, 2026-12-03",
+                               "blocks": [{"text": "Prose."}, {"columns": columns, "rows": earlier}]}))
+    result = run_script("benchmarks/generalise.py", "table", str(tmp_path / "out"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(out.read_text())
+    assert written["blocks"][0] == {"text": "Prose."}
+    table = written["blocks"][1]
+    rows = [dict(zip(table["columns"], cells)) for cells in table["rows"]]
+    # the unseen rows are kept as they were, with the machine of the file they came from; the stratified
+    # run trained again replaces its row and its evaluated option, whose folder it does not have
+    assert [(r["split"], r["lever"], r["val ROC-AUC (all pairs)"], r["fit s"]) for r in rows] == [
+        ("unseen_classes", "photos", "0.931", "661"), ("unseen_classes", "photos + test_views_5", "0.930", ""),
+        ("stratified", "joined", "0.991", "1234")]
+    assert rows[0]["machine"] == rows[1]["machine"] == "Intel(R) Xeon(R) Processor, 2026-12-03"
+    assert rows[2]["test ROC-AUC (all pairs)"] == "0.988" and rows[2]["foreign ROC-AUC"] == "0.765"
+    assert rows[2]["machine"].endswith(written["date"]) and rows[2]["machine"] != rows[0]["machine"]
+
+    out.write_text('{"title": "Mine", "blocks": [')
+    result = run_script("benchmarks/generalise.py", "table", str(tmp_path / "out"), "--out", str(out))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {out} is not a result file"), result.stderr
+
+
 def test_docs_results_md_is_what_the_result_files_give():
     """docs/results.md and README's headline are generated: python benchmarks/tables.py docs writes them
     again after a result file changes."""
