@@ -111,7 +111,7 @@ def row(split: str, lever: str, val: dict, test: dict, run: dict) -> dict:
         "test ROC-AUC (all pairs)": number(test, "test_all_auroc"), "test SE": number(test, "test_all_auroc_se"),
         "Recall@1": number(test, "test_recall@1"), "foreign ROC-AUC": number(test, "foreign_auroc"),
         "kept epoch": number(run, "best_epoch", 0), "epochs": number(run, "epochs_trained", 0),
-        "fit s": number(run, "fit_seconds", 0), "machine": f"{cpu_name()}, {datetime.date.today().isoformat()}",
+        "fit s": number(run, "fit_seconds", 0),
     }
 
 
@@ -127,6 +127,8 @@ def table(out_dir: Path, result: Path | None) -> None:
                 val, test = metrics_of(option / "val"), metrics_of(option / "test")
                 if val:  # an option validation did not choose has no test numbers
                     rows.append(row(split, f"{run_dir.name} + {option.name}", val, test, {}))
+    here = f"{cpu_name()}, {datetime.date.today().isoformat()}"
+    rows = [{**r, "machine": here} for r in rows]
     if result is not None and result.is_file():
         try:
             rows = earlier_rows(result, {(r["split"], r["lever"].split(" + ")[0]) for r in rows}) + rows
