@@ -173,6 +173,14 @@ def test_bad_values_raise_one_clear_user_error(override, message, tiny_flowers, 
     assert isinstance(error, UserError) and message in str(error)
 
 
+def test_a_proxy_loss_with_fewer_proxies_than_kinds_is_one_clear_user_error(tiny_flowers, tmp_path):
+    # the tiny Flowers102's kinds 1, 2, 5 and 7 are class ids 0, 1, 4 and 6: seven proxies are needed
+    cfg = compose_train(tiny_overrides(tiny_flowers) + ["model/loss=proxy_anchor", "model.loss.num_classes=6"], tmp_path)
+    assert user_error_of(train, cfg) == ("model.loss.num_classes=6 but the training images have class ids up to 6: "
+                                         "set model.loss.num_classes=7 or more (the number of kinds of the data)")
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -81,6 +81,14 @@ class MetricLearningLoss(nn.Module):
         self.miner = pml_component(miners, "Miner", miner)
         self.name = name
         self.margin = positive(margin, "margin")
+        self.num_classes = options.get("num_classes")  # the proxy losses': a proxy per class id below it
+
+    def check_classes(self, labels: torch.Tensor) -> None:
+        """A one-line error when a class id of the training data has no proxy (``num_classes`` too small)."""
+        if self.num_classes is not None and len(labels) and int(labels.max()) >= self.num_classes:
+            raise UserError(f"model.loss.num_classes={self.num_classes} but the training images have class ids up "
+                            f"to {int(labels.max())}: set model.loss.num_classes={int(labels.max()) + 1} or more "
+                            "(the number of kinds of the data)")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, batch: PairBatch | None = None) -> torch.Tensor:
         pairs = self.miner(embeddings, labels) if self.miner is not None else None

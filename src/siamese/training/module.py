@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from siamese.data.batches import ForeignBatch, ImageBatch, PairBatch
+from siamese.data.datamodule import pair_datamodule
 from siamese.data.feature_cache import FeatureCache, FrozenFeatureCache
 from siamese.errors import UserError, as_number, positive
 from siamese.metrics.all_pairs import all_pairs
@@ -112,6 +113,9 @@ class SiameseModule(pl.LightningModule):
         return Verdict(float(self.threshold), self.threshold_rule)
 
     def setup(self, stage: str) -> None:
+        datamodule = pair_datamodule(self.trainer, set_up=True) if stage == "fit" else None
+        if datamodule is not None and hasattr(self.loss, "check_classes"):
+            self.loss.check_classes(torch.as_tensor(datamodule.catalog.labels[datamodule.splits["train"]]))
         if self.compile_embedding and self.embed_images is self.network:  # not compiled yet
             self.embed_images = torch.compile(self.network)
             self.embed_front_features = torch.compile(self.network.embed_front_features)
