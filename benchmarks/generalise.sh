@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Generalising beyond the 102 kinds (issue 40): experiment=photos, then one lever at a time, on the
+# Generalising beyond the 102 kinds (issue 40): the contrastive recipe (experiment=history/photos_contrastive,
+# experiment=photos until then), then one lever at a time, on the
 # 160 px photos (paths=shared), seed 1, on unseen_classes and on stratified; every run also scores the
 # photos from elsewhere (../shared/flower_photos: never chooses). Validation chooses. Run from the
 # project root, alone on the machine: 15-30 minutes a run (crops_uncached about three times that).
@@ -24,7 +25,7 @@ if [ ! -f weights/tf_efficientnet_lite0.pth ]; then
   python scripts/convert_efficientnet_lite.py weights/tf_efficientnet_lite0.pth
 fi
 
-# name, then its overrides of experiment=photos
+# name, then its overrides of experiment=history/photos_contrastive (experiment=photos until proxy_anchor_256 became it)
 levers=(
   "photos"
   "joined model.network.join_pretrained=0.5"
@@ -52,7 +53,7 @@ train() {  # split, seed, run folder, then the lever's overrides
   shift 3
   if [ ! -f "$run_dir/metrics.json" ]; then
     # shellcheck disable=SC2046
-    python src/train.py experiment=photos data.split="$split" seed="$seed" "${offline[@]}" \
+    python src/train.py experiment=history/photos_contrastive data.split="$split" seed="$seed" "${offline[@]}" \
       $(split_overrides "$split") "$@" hydra.run.dir="$run_dir" > /dev/null
   fi
 }

@@ -185,25 +185,42 @@ def test_the_python_defaults_are_the_yaml_defaults(source):
     assert differing == {}, f"{source}: yaml value vs python default"
 
 
-def test_the_photos_recipe_is_the_best_128_px_recipe_at_160_px_on_photos_that_keep_their_shape(tmp_path):
+def generalise_lever(name):
+    """The overrides of lever ``name`` in benchmarks/generalise.sh (overrides of history/photos_contrastive)."""
+    script = (ROOT / "benchmarks" / "generalise.sh").read_text()
+    return next(line.strip().strip('"').split()[1:] for line in script.splitlines()
+                if line.strip().startswith(f'"{name} '))
+
+
+def test_the_contrastive_photos_recipe_is_the_best_128_px_recipe_at_160_px_on_photos_that_keep_their_shape(tmp_path):
     from omegaconf import OmegaConf
 
     offline = ["backbone.pretrained=false"]
-    photos = compose_train(["experiment=photos", *offline], tmp_path)
+    photos = compose_train(["experiment=history/photos_contrastive", *offline], tmp_path)
     best = compose_train(["experiment=history/lite0_ema_auroc", "image_size=160", *offline], tmp_path)
     assert OmegaConf.to_container(photos, resolve=True) == OmegaConf.to_container(best, resolve=True)
     assert photos.data.resize == "crop" and photos.callbacks.model_checkpoint.monitor == "val_all_auroc"
 
 
+def test_the_photos_recipe_is_the_row_proxy_anchor_256_of_generalise_sh(tmp_path):
+    from omegaconf import OmegaConf
+
+    offline = ["backbone.pretrained=false"]
+    measured = compose_train(["experiment=history/photos_contrastive", *generalise_lever("proxy_anchor_256"), *offline],
+                             tmp_path)
+    photos = compose_train(["experiment=photos", *offline], tmp_path)
+    assert OmegaConf.to_container(photos, resolve=True) == OmegaConf.to_container(measured, resolve=True)
+    assert photos.model.loss.name == "ProxyAnchorLoss" and photos.model.loss.miner is None
+    assert (photos.model.network.embedding_dim, photos.model.loss_lr) == (256, 1.0e-2)
+
+
 def test_the_new_kinds_recipe_is_the_row_of_generalise_sh_that_validation_chose_on_unseen_kinds(tmp_path):
     from omegaconf import OmegaConf
 
-    script = (ROOT / "benchmarks" / "generalise.sh").read_text()
-    name, *overrides = next(line.strip().strip('"').split() for line in script.splitlines()
-                            if line.strip().startswith('"normalized_softmax_256_joined '))
     offline = ["backbone.pretrained=false"]
-    measured = compose_train(["experiment=photos", "data.split=unseen_classes", "callbacks.early_stopping.patience=3",
-                              *overrides, *offline], tmp_path)
+    measured = compose_train(["experiment=history/photos_contrastive", "data.split=unseen_classes",
+                              "callbacks.early_stopping.patience=3", *generalise_lever("normalized_softmax_256_joined"),
+                              *offline], tmp_path)
     new_kinds = compose_train(["experiment=new_kinds", *offline], tmp_path)
     assert OmegaConf.to_container(new_kinds, resolve=True) == OmegaConf.to_container(measured, resolve=True)
     assert (new_kinds.model.network.embedding_dim, new_kinds.model.network.join_pretrained) == (256, 0.5)
