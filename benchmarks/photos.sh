@@ -11,7 +11,8 @@
 #     seed 1 (15-20 minutes a run at 128 px; crops_uncached about three times that), and WiSE-FT mixes
 #     of the first run's checkpoint (wise.txt: their validation table)
 #   bash benchmarks/photos.sh results [output folder]
-#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about three hours)
+#     experiment=photos (160 px), 3 seeds x stratified/official/unseen_classes (about 2.5 hours), its table
+#     and the goal table (tables.py seeds, tables.py goal)
 #   bash benchmarks/photos.sh tutorial [output folder] [MAX_TIME, default 00:01:00:00]
 #     experiment=tutorial (MobileNetV2, the Keras recipe) at 160 px, the photos' shorter side, for an hour of
 #     training (stratified, seed 1); a stopped run continues with: python src/train.py resume=<output folder>/tutorial
@@ -58,6 +59,7 @@ elif [ "$mode" = results ]; then
       hydra.sweep.dir="$out/photos" > /dev/null
   fi
   python benchmarks/tables.py seeds --foreign photos="$out/photos" --out benchmarks/results/01_photos_3x3.json
+  python benchmarks/tables.py goal "$out/photos" --out benchmarks/results/02_photos_goal.json
 elif [ "$mode" = tutorial ]; then
   max_time=${3:-00:01:00:00}
   if [ ! -f "$out/tutorial/metrics.json" ]; then

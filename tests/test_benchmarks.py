@@ -81,6 +81,36 @@ def test_the_folders_given_one_label_are_one_recipes_seeds(tmp_path):
                     {"recipe": "theirs", "split": "unseen_classes", "seeds": "2/2", "test ROC-AUC": "0.850 ± 0.071"}]
 
 
+def test_the_goal_table_reads_each_measure_against_its_goal_with_every_seed(tmp_path):
+    import json
+
+    import yaml
+
+    runs = {"stratified": [(0.990, 0.93, 0.70, 1500), (0.994, 0.94, 0.70, 1620), (0.998, 0.95, 0.70, 1800)],
+            "unseen_classes": [(0.92, 0.85, 0.76, 600), (0.93, 0.86, 0.76, 660), (0.94, 0.87, 0.76, 720)]}
+    for split, seeds in runs.items():
+        for seed, (auroc, acc, foreign, seconds) in enumerate(seeds, start=1):
+            job = tmp_path / f"{split}_{seed}"
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"data.split={split}", f"seed={seed}"]))
+            (job / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"split": split}, "seed": seed}))
+            (job / "metrics.json").write_text(json.dumps({"test_all_auroc": auroc, "test_acc": acc,
+                                                          "foreign_auroc": foreign, "fit_seconds": seconds}))
+    result = run_script("benchmarks/tables.py", "goal", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| split")]
+    assert rows == [
+        "| stratified | test ROC-AUC (all pairs) | 0.994 ± 0.004 | 0.99 | met (each seed: 0.9900, 0.9940, 0.9980) |",
+        "| stratified | test acc (calibrated) | 0.940 ± 0.010 | 0.95 | missed by 0.010 (each seed: 0.930, 0.940, 0.950) |",
+        "| unseen_classes | test ROC-AUC (all pairs) | 0.930 ± 0.010 | 0.95 | missed by 0.020 (each seed: 0.9200, 0.9300, 0.9400) |",
+        "| every split | foreign ROC-AUC | 0.70–0.76 | 0.85 | missed by 0.09–0.15 (each split's mean: stratified 0.700, unseen_classes 0.760) |",
+        "| every split | minutes of training | 10–30 | 30 | met: the longest, stratified seed 3, 30.0 min |",
+    ]
+    refused = run_script("benchmarks/tables.py", "goal", str(tmp_path / "stratified_1" / ".hydra"))
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "error: no finished runs (metrics.json) in the folders given: pass the sweep of bash benchmarks/photos.sh results")
+
+
 def test_a_result_file_that_cannot_be_written_is_one_line_and_leaves_the_old_one_as_it_was(tmp_path):
     sweep = _two_seed_sweep(tmp_path / "sweep")
     damaged = tmp_path / "damaged.json"

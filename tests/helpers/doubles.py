@@ -110,6 +110,22 @@ class NaNOnRank(ContrastiveLoss):
         return loss
 
 
+class RecordLossParameters(pl.Callback):
+    """Write this rank's loss parameters (a proxy loss's proxies) at the start and at the end of training
+    to ``loss_parameters_rank<R>.json`` in the run dir."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = [p.detach().flatten().tolist() for p in pl_module.loss.parameters()]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        end = [p.detach().flatten().tolist() for p in pl_module.loss.parameters()]
+        path = os.path.join(trainer.default_root_dir, f"loss_parameters_rank{trainer.global_rank}.json")
+        with open(path, "w") as handle:
+            json.dump({"start": self.start, "end": end}, handle)
+
+
 class RecordTrainingBatches(pl.Callback):
     """Write what every training batch of this rank held (positions, classes of side a, same) to
     ``training_batches_rank<R>.json`` in the run dir at the end of training."""

@@ -100,6 +100,32 @@ def test_ddp_cpu_gives_the_metrics_of_one_process(tmp_path):
     assert np.allclose([r[2] for r in ddp_rows], [r[2] for r in single_rows], atol=1e-5)
 
 
+@pytest.mark.slow  # about half a minute: two gloo processes
+def test_a_proxy_loss_keeps_one_set_of_proxies_on_every_rank_under_ddp(tmp_path):
+    """The proxies are parameters of the LightningModule's loss, so DDP averages their gradients: both
+    ranks, which train on different pairs, end with the same proxies, and they moved."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    data = write_flowers102(tmp_path / "data", classes=(1, 2, 5, 7), per_class=9)
+    run = tmp_path / "run"
+    command = [sys.executable, "src/train.py", *tiny_overrides(data), "trainer=ddp_cpu", "model/loss=proxy_anchor",
+               "model.loss.num_classes=8", "model.loss_lr=1.0e-2", "trainer.max_epochs=2",
+               "+callbacks.record._target_=helpers.doubles.RecordLossParameters", f"hydra.run.dir={run}"]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((run / f"loss_parameters_rank{rank}.json").read_text()) for rank in (0, 1)]
+    (start_0,), (start_1,) = ranks[0]["start"], ranks[1]["start"]  # one parameter: the proxies, 8 x 64
+    (end_0,), (end_1,) = ranks[0]["end"], ranks[1]["end"]
+    assert len(end_0) == 8 * 64
+    assert start_0 == start_1 and np.allclose(end_0, end_1, atol=1e-6)
+    assert not np.allclose(end_0, start_0, atol=1e-4)  # they trained
+
+
 def test_ddp_configs_compose(tmp_path):
     cfg = compose_train(["trainer=ddp"], tmp_path)
     assert cfg.trainer.strategy._target_ == "siamese.training.distributed.HydraDDPStrategy"
