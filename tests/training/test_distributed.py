@@ -100,10 +100,9 @@ def test_ddp_cpu_gives_the_metrics_of_one_process(tmp_path):
     assert np.allclose([r[2] for r in ddp_rows], [r[2] for r in single_rows], atol=1e-5)
 
 
-@pytest.mark.slow  # about half a minute: two gloo processes
-def test_a_proxy_loss_keeps_one_set_of_proxies_on_every_rank_under_ddp(tmp_path):
-    """The proxies are parameters of the LightningModule's loss, so DDP averages their gradients: both
-    ranks, which train on different pairs, end with the same proxies, and they moved."""
+def _train_on_two_ranks(tmp_path, recorder: str, *overrides: str):
+    """Train 2 epochs on 4 tiny kinds under trainer=ddp_cpu with the callback ``recorder`` of
+    helpers.doubles (each rank writes what it saw into the run folder); the run folder."""
     import os
     import subprocess
     import sys
@@ -112,12 +111,20 @@ def test_a_proxy_loss_keeps_one_set_of_proxies_on_every_rank_under_ddp(tmp_path)
 
     data = write_flowers102(tmp_path / "data", classes=(1, 2, 5, 7), per_class=9)
     run = tmp_path / "run"
-    command = [sys.executable, "src/train.py", *tiny_overrides(data), "trainer=ddp_cpu", "model/loss=proxy_anchor",
-               "model.loss.num_classes=8", "model.loss_lr=1.0e-2", "trainer.max_epochs=2",
-               "+callbacks.record._target_=helpers.doubles.RecordLossParameters", f"hydra.run.dir={run}"]
+    command = [sys.executable, "src/train.py", *tiny_overrides(data), "trainer=ddp_cpu", "trainer.max_epochs=2",
+               *overrides, f"+callbacks.record._target_=helpers.doubles.{recorder}", f"hydra.run.dir={run}"]
     result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow  # about half a minute: two gloo processes
+def test_a_proxy_loss_keeps_one_set_of_proxies_on_every_rank_under_ddp(tmp_path):
+    """The proxies are parameters of the LightningModule's loss, so DDP averages their gradients: both
+    ranks, which train on different pairs, end with the same proxies, and they moved."""
+    run = _train_on_two_ranks(tmp_path, "RecordLossParameters", "model/loss=proxy_anchor", "model.loss.num_classes=8",
+                              "model.loss_lr=1.0e-2")
     ranks = [json.loads((run / f"loss_parameters_rank{rank}.json").read_text()) for rank in (0, 1)]
     (start_0,), (start_1,) = ranks[0]["start"], ranks[1]["start"]  # one parameter: the proxies, 8 x 64
     (end_0,), (end_1,) = ranks[0]["end"], ranks[1]["end"]
@@ -219,21 +226,8 @@ def test_the_all_pairs_scoring_runs_on_rank_0_alone_and_reaches_every_rank():
 
 @pytest.mark.slow  # about half a minute: two gloo processes
 def test_ddp_cpu_batches_are_class_balanced_on_every_rank_disjoint_and_new_each_epoch(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from helpers import ROOT
-
-    data = write_flowers102(tmp_path / "data", classes=(1, 2, 5, 7), per_class=9)
-    run = tmp_path / "run"
-    command = [sys.executable, "src/train.py", *tiny_overrides(data), "trainer=ddp_cpu", "data.m_per_class=2",
-               "data.split=stratified", "data.split_fractions=[0.5,0.25,0.25]",
-               "data.train_pairs_per_class=2", "batch_size=4", "trainer.max_epochs=2",
-               "+callbacks.record._target_=helpers.doubles.RecordTrainingBatches", f"hydra.run.dir={run}"]
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run = _train_on_two_ranks(tmp_path, "RecordTrainingBatches", "data.m_per_class=2", "data.split=stratified",
+                              "data.split_fractions=[0.5,0.25,0.25]", "data.train_pairs_per_class=2", "batch_size=4")
     ranks = [json.loads((run / f"training_batches_rank{rank}.json").read_text()) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) > 0  # the same number of steps on both
     for epoch in (0, 1):
