@@ -126,12 +126,14 @@ FOREIGN_GOAL, MINUTES_GOAL = 0.85, 30
 def goal_rows(jobs: list[dict]) -> list[dict]:
     """The goal table of one recipe's seeds × splits: each measure's mean ± std over the seeds against its
     goal, with every seed's value; the photos from elsewhere and the minutes of training over every run."""
-    done = sorted((j for j in jobs if j["status"] == "ok"), key=lambda j: (j["split"], j["seed"]))
+    splits = ["stratified", "official", "unseen_classes"]
+    done = sorted((j for j in jobs if j["status"] == "ok" and j["split"] in splits), key=lambda j: (j["split"], j["seed"] or 0))
     if not done:
-        raise UserError("no finished runs (metrics.json) in the folders given: pass the sweep of bash benchmarks/photos.sh results")
+        raise UserError("no finished runs (metrics.json, config_resolved.yaml) of the stratified, official or unseen_classes "
+                        "split in the folders given: pass the sweep of bash benchmarks/photos.sh results")
     rows = []
     for split, key, measure, goal in GOALS:
-        values = [float(j[key]) for j in done if j["split"] == split]
+        values = [float(j[key]) for j in done if j["split"] == split and isinstance(j.get(key), (int, float))]
         if not values:
             continue
         mean, std = mean_std(values)
@@ -140,18 +142,23 @@ def goal_rows(jobs: list[dict]) -> list[dict]:
         verdict = "met" if round(mean, 3) >= goal else f"missed by {goal - round(mean, 3):.3f}"
         rows.append({"split": split, "measure": measure, "reached (3 seeds)": f"{mean:.3f} ± {std:.3f}",
                      "goal": f"{goal:g}", "": f"{verdict} (each seed: {seeds})"})
-    splits = sorted({j["split"] for j in done}, key=["stratified", "official", "unseen_classes"].index)
-    foreign = [mean_std([float(j["foreign_auroc"]) for j in done if j["split"] == s and "foreign_auroc" in j])[0]
-               for s in splits if any("foreign_auroc" in j for j in done if j["split"] == s)]
+    foreign = {}  # each split's mean over its seeds
+    for split in splits:
+        values = [float(j["foreign_auroc"]) for j in done if j["split"] == split and isinstance(j.get("foreign_auroc"), (int, float))]
+        if values:
+            foreign[split] = mean_std(values)[0]
     if foreign:
-        low, high = round(min(foreign), 2), round(max(foreign), 2)
+        low, high = round(min(foreign.values()), 2), round(max(foreign.values()), 2)
         verdict = ("met" if low >= FOREIGN_GOAL else f"missed by {_span(FOREIGN_GOAL - high, FOREIGN_GOAL - low)}"
                    if high < FOREIGN_GOAL else f"missed by {FOREIGN_GOAL - low:.2f} on some")
         rows.append({"split": "every split", "measure": "foreign ROC-AUC", "reached (3 seeds)": _span(low, high),
                      "goal": f"{FOREIGN_GOAL:g}", "": f"{verdict} (each split's mean: "
-                     + ", ".join(f"{s} {v:.3f}" for s, v in zip(splits, foreign)) + ")"})
-    longest = max(done, key=lambda j: j["fit_seconds"])
-    minutes = [j["fit_seconds"] / 60 for j in done]
+                     + ", ".join(f"{split} {value:.3f}" for split, value in foreign.items()) + ")"})
+    timed = [j for j in done if isinstance(j.get("fit_seconds"), (int, float))]
+    if not timed:
+        return rows
+    longest = max(timed, key=lambda j: j["fit_seconds"])
+    minutes = [j["fit_seconds"] / 60 for j in timed]
     rows.append({"split": "every split", "measure": "minutes of training",
                  "reached (3 seeds)": _span(min(minutes), max(minutes), digits=0), "goal": f"{MINUTES_GOAL}",
                  "": f"{'met' if max(minutes) <= MINUTES_GOAL else 'over'}: the longest, {longest['split']} seed "

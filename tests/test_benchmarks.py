@@ -108,7 +108,8 @@ def test_the_goal_table_reads_each_measure_against_its_goal_with_every_seed(tmp_
     ]
     refused = run_script("benchmarks/tables.py", "goal", str(tmp_path / "stratified_1" / ".hydra"))
     assert refused.returncode == 1 and refused.stderr.strip() == (
-        "error: no finished runs (metrics.json) in the folders given: pass the sweep of bash benchmarks/photos.sh results")
+        "error: no finished runs (metrics.json, config_resolved.yaml) of the stratified, official or unseen_classes split "
+        "in the folders given: pass the sweep of bash benchmarks/photos.sh results")
 
 
 def test_a_result_file_that_cannot_be_written_is_one_line_and_leaves_the_old_one_as_it_was(tmp_path):

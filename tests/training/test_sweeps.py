@@ -160,6 +160,16 @@ def test_a_sweep_from_before_all_pairs_is_ranked_by_the_sampled_pairs_roc_auc(tm
     assert "ranked by `val_auroc`" in (tmp_path / "summary.md").read_text().splitlines()[0]
 
 
+def test_a_damaged_metrics_json_is_a_failed_job_with_its_reason_not_a_traceback(tmp_path):
+    fake_job(tmp_path, "0_margin=0.5", ["margin=0.5"], {"val_loss": 0.081, "val_all_auroc": 0.80})
+    fake_job(tmp_path, "1_margin=2.0", ["margin=2.0"], {"val_loss": 0.339, "val_all_auroc": 0.90})
+    (tmp_path / "1_margin=2.0" / "metrics.json").write_text('{"val_loss": 0.3')  # cut short, e.g. edited by hand
+    rows = {row["job"]: row for row in summarize(tmp_path)}
+    assert rows["0_margin=0.5"]["status"] == "ok" and rows["0_margin=0.5"]["val_all_auroc"] == 0.80
+    assert rows["1_margin=2.0"]["status"] == "failed" and "val_all_auroc" not in rows["1_margin=2.0"]
+    assert rows["1_margin=2.0"]["error"] == "metrics.json is not JSON (Expecting ',' delimiter): run the job again"
+
+
 def test_long_job_names_are_cut_but_stay_unique():
     short = job_dirname("margin=0.5,data.root=../x")
     assert short == "margin=0.5,data.root=.._x"

@@ -32,8 +32,12 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
         row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides), "status": "missing", "error": ""}
         if (job_dir / "metrics.json").is_file():
-            metrics = json.loads((job_dir / "metrics.json").read_text())
-            row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}, status="ok")
+            try:
+                metrics = json.loads((job_dir / "metrics.json").read_text())
+            except json.JSONDecodeError as exc:  # written atomically, so damaged only by hand: not a finished run
+                row.update(status="failed", error=f"metrics.json is not JSON ({exc.msg}): run the job again")
+            else:
+                row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}, status="ok")
         elif (job_dir / FAILED_FILE).is_file():
             row.update(status="failed", error=json.loads((job_dir / FAILED_FILE).read_text())["error"])
         row["_overrides"] = dict(o.split("=", 1) for o in overrides if "=" in o)
