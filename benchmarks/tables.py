@@ -8,9 +8,10 @@ and turns those files into docs/results.md.
     python benchmarks/tables.py trials outputs/hparams_search/lite0_unseen_classes
 
 ``seeds``: test metrics per recipe and split, mean ± sample std over the seeds of each LABEL=SWEEP_DIR
-(or LABEL=RUN_DIR); ``goal``: one recipe's seeds × splits against the goal for real photos; ``trials``: one row per trial of a search, what it tried. Both rank by what
-sweeps rank by (siamese.config.RANKING_METRIC, every pair of the val images), print the table and,
-with ``--out benchmarks/results/NN_name.json --title ...``, write it as a result file
+(or LABEL=RUN_DIR); ``goal``: one recipe's seeds × splits against the goal for real photos, every
+seed's value beside it; ``trials``: one row per trial of a search, what it tried, ranked by what
+sweeps rank by (siamese.config.RANKING_METRIC, every pair of the val images). Each prints its table and,
+with ``--out benchmarks/results/NN_name.json --title ...``, writes it as a result file
 (``_common.write_result``, which ``search.py --out`` and ``serve.py --out`` use too). (Not Optuna's
 ``study.trials_dataframe()``: the sweeper keeps its study in memory, so a finished search is read
 from its job folders, as every other sweep is.)
