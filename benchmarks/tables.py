@@ -63,6 +63,7 @@ TEST_COLUMNS = {
     "test_map@r": "MAP@R",
     "test_gallery_classes": "classes",  # the gallery Recall@1 and MAP@R search: few classes flatter them
 }
+SPLITS = ("stratified", "official", "unseen_classes")  # the order of every seeds and goal table
 RUN_COLUMNS = {"best_epoch": "kept epoch", "epochs_trained": "epochs", "fit_seconds": "fit s"}
 WHOLE_NUMBERS = ("fit_seconds", "epochs_trained", "best_epoch", "test_gallery_classes")
 # trials: what each scored on validation (what the search optimised) and on test (shown, never used to choose)
@@ -93,20 +94,25 @@ def recipe_jobs(sweeps: list[tuple[str, Path]]) -> dict[str, list[dict]]:
     return jobs_of
 
 
+def numbers(jobs: list[dict], key: str, split: str | None = None) -> list[float]:
+    """The values of ``key`` over the jobs (of ``split``) that have a number for it."""
+    return [float(j[key]) for j in jobs if isinstance(j.get(key), (int, float)) and split in (None, j["split"])]
+
+
 def seed_rows(sweeps: list[tuple[str, Path]], columns: dict[str, str]) -> list[dict]:
     """One row per recipe and split: the seeds that finished, each column's mean ± sample std. The
     folders given one label (sweeps, or single runs) are one recipe's seeds."""
     jobs_of = recipe_jobs(sweeps)
     rows = []
     for label, jobs in jobs_of.items():
-        for split in ("stratified", "official", "unseen_classes"):
+        for split in SPLITS:
             members = [j for j in jobs if j["split"] == split]
             done = [j for j in members if j["status"] == "ok"]
             if not members:
                 continue
             row = {"recipe": label, "split": split, "seeds": f"{len(done)}/{len(members)}"}
             for key, name in columns.items():
-                values = [float(j[key]) for j in done if isinstance(j.get(key), (int, float))]
+                values = numbers(done, key)
                 if values and key == "test_gallery_classes" and len(set(values)) == 1:
                     row[name] = f"{values[0]:.0f}"  # a property of the split: the same for every seed
                 elif values:
@@ -127,14 +133,13 @@ FOREIGN_GOAL, MINUTES_GOAL = 0.85, 30
 def goal_rows(jobs: list[dict]) -> list[dict]:
     """The goal table of one recipe's seeds × splits: each measure's mean ± std over the seeds against its
     goal, with every seed's value; the photos from elsewhere and the minutes of training over every run."""
-    splits = ["stratified", "official", "unseen_classes"]
-    done = sorted((j for j in jobs if j["status"] == "ok" and j["split"] in splits), key=lambda j: (j["split"], j["seed"] or 0))
+    done = sorted((j for j in jobs if j["status"] == "ok" and j["split"] in SPLITS), key=lambda j: (j["split"], j["seed"] or 0))
     if not done:
         raise UserError("no finished runs (metrics.json, config_resolved.yaml) of the stratified, official or unseen_classes "
                         "split in the folders given: pass the sweep of bash benchmarks/photos.sh results")
     rows = []
     for split, key, measure, goal in GOALS:
-        values = [float(j[key]) for j in done if j["split"] == split and isinstance(j.get(key), (int, float))]
+        values = numbers(done, key, split)
         if not values:
             continue
         mean, std = mean_std(values)
@@ -144,8 +149,8 @@ def goal_rows(jobs: list[dict]) -> list[dict]:
         rows.append({"split": split, "measure": measure, "reached (3 seeds)": f"{mean:.3f} ± {std:.3f}",
                      "goal": f"{goal:g}", "": f"{verdict} (each seed: {seeds})"})
     foreign = {}  # each split's mean over its seeds
-    for split in splits:
-        values = [float(j["foreign_auroc"]) for j in done if j["split"] == split and isinstance(j.get("foreign_auroc"), (int, float))]
+    for split in SPLITS:
+        values = numbers(done, "foreign_auroc", split)
         if values:
             foreign[split] = mean_std(values)[0]
     if foreign:

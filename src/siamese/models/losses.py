@@ -85,9 +85,10 @@ class MetricLearningLoss(nn.Module):
 
     def check_classes(self, labels: torch.Tensor) -> None:
         """A one-line error when a class id of the training data has no proxy (``num_classes`` too small)."""
-        if self.num_classes is not None and len(labels) and int(labels.max()) >= self.num_classes:
+        largest = int(labels.max()) if len(labels) else -1
+        if self.num_classes is not None and largest >= self.num_classes:
             raise UserError(f"model.loss.num_classes={self.num_classes} but the training images have class ids up "
-                            f"to {int(labels.max())}: set model.loss.num_classes={int(labels.max()) + 1} or more "
+                            f"to {largest}: set model.loss.num_classes={largest + 1} or more "
                             "(the number of kinds of the data)")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, batch: PairBatch | None = None) -> torch.Tensor:
